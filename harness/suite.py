@@ -1,0 +1,417 @@
+"""YAML suite -> typed, validated, resolved runs.
+
+A suite file::
+
+    name: max_len                 # required; names the default output directory
+    description: ...
+    plugins: [my_plugin.py]       # local plugin modules (paths relative to the suite)
+    defaults: {model: minilm, dataset: cola, epochs: 2}
+    matrix:                       # cartesian product of lists; keys may be dotted
+      max_len: [32, 64, 128]
+      strategy: [fixed, dynamic]
+    runs:                         # optional list of partial configs, each crossed with the matrix
+      - {head: linear}
+      - {head: mean}
+    on_cpu: {dataset.subset.train: 2048}   # applied only to runs that resolve to the CPU
+
+Precedence, from weakest to strongest: built-in defaults < ``defaults`` < ``runs[i]`` <
+``matrix`` < ``on_cpu`` < ``--set``. Errors name the file, line and key path:
+``suites/x.yaml:12: matrix.head[1].options.dropout: expected a number, got 'high'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.base import Options
+from harness.config import PluginRef, RunConfig
+from harness.errors import HarnessError
+from harness.measure import resolve_device, resolve_precision
+from harness.plugins import FAMILIES, Registered, Registry, unknown_name_message
+
+SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu")
+PLUGIN_KEYS = tuple(FAMILIES)  # dataset, strategy, head
+#: config keys that do not change what a run measures, left out of its run_id
+NOT_IN_RUN_ID = ("data_dir",)
+
+
+# ------------------------------------------------------------------------ the loaded suite
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    description: str
+    plugins: list[str]
+    defaults: dict[str, Any]
+    matrix: dict[str, list[Any]]
+    runs: list[dict[str, Any]]
+    on_cpu: dict[str, Any]
+    lines: dict[str, int] = field(default_factory=dict)  # key path -> line in the file
+
+    def where(self, key_path: str) -> str:
+        """``file:line: key.path`` for an error message (the line when known)."""
+        line = self.lines.get(key_path)
+        if line is None:  # fall back to the nearest enclosing key that has a line
+            parent = key_path
+            while line is None and parent:
+                parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+                parent = parent.rsplit("[", 1)[0] if parent.endswith("]") else parent
+                line = self.lines.get(parent)
+        return f"{self.path}:{line}: {key_path}" if line else f"{self.path}: {key_path}"
+
+
+@dataclass
+class ResolvedRun:
+    """One run, every name looked up and every option typed; ``config`` is what is recorded."""
+
+    index: int
+    config: RunConfig
+    dataset: Registered
+    dataset_options: Options
+    strategy: Registered
+    strategy_options: Options
+    head: Registered
+    head_options: Options
+    run_id: str
+    #: where each top-level key was set, formatted for an error message (``file:line: key``)
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        return self.origin.get(key, f"{key} (built-in default)")
+
+    def record_config(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+
+def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    out = {} if out is None else out
+    if prefix:
+        out.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = str(key.value)
+            path = f"{prefix}.{k}" if prefix else k
+            out.setdefault(path, key.start_mark.line + 1)
+            _line_map(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, f"{prefix}[{i}]", out)
+    return out
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Parse with the safe loader only (no python tags); errors name file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: no such suite file") from None
+    except IsADirectoryError:
+        raise HarnessError(f"{path}: is a directory, not a suite file") from None
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"{mark.line + 1}:" if mark is not None else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise HarnessError(f"{path}:{line} malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: malformed YAML: {exc}") from None
+    return data, (_line_map(node) if node is not None else {})
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: a suite is a mapping with at least `name` and `defaults` or `matrix`")
+    suite = Suite(path, "", "", [], {}, {}, [], {}, lines)
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise HarnessError(f"{suite.where(str(key))}: " + _unknown_key(key, SUITE_KEYS))
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise HarnessError(f"{suite.where('name')}: expected a non-empty string naming the suite, got {name!r}")
+    suite.name = name.strip()
+    suite.description = _typed(suite, data, "description", str, "")
+    suite.plugins = _typed(suite, data, "plugins", list, [])
+    for i, p in enumerate(suite.plugins):
+        if not isinstance(p, str):
+            raise HarnessError(f"{suite.where(f'plugins[{i}]')}: expected a module name or path, got {p!r}")
+    suite.defaults = _typed(suite, data, "defaults", dict, {})
+    suite.on_cpu = _typed(suite, data, "on_cpu", dict, {})
+    suite.runs = _typed(suite, data, "runs", list, [])
+    for i, r in enumerate(suite.runs):
+        if not isinstance(r, dict):
+            raise HarnessError(f"{suite.where(f'runs[{i}]')}: expected a mapping of config keys, got {r!r}")
+    if "runs" in data and not suite.runs:
+        raise HarnessError(f"{suite.where('runs')}: empty list; give at least one run or leave `runs` out")
+
+    if "matrix" in data:
+        matrix = data["matrix"]
+        if not isinstance(matrix, dict) or not matrix:
+            raise HarnessError(
+                f"{suite.where('matrix')}: empty matrix; give keys with lists of values, "
+                "e.g. `max_len: [64, 128]`, or leave `matrix` out"
+            )
+        for key, values in matrix.items():
+            if not isinstance(values, list):
+                raise HarnessError(f"{suite.where(f'matrix.{key}')}: expected a list of values, got {values!r}")
+            if not values:
+                raise HarnessError(f"{suite.where(f'matrix.{key}')}: empty list; a matrix key needs at least one value")
+        suite.matrix = matrix
+    return suite
+
+
+def _typed(suite: Suite, data: dict, key: str, kind: type, default: Any) -> Any:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        names = {str: "a string", list: "a list", dict: "a mapping"}
+        raise HarnessError(f"{suite.where(key)}: expected {names[kind]}, got {value!r}")
+    return value
+
+
+# -------------------------------------------------------------------------- expansion
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values are YAML scalars (``64``, ``null``, ``bf16``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--set {item}: expected key=value, e.g. --set max_len=64")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if key in PLUGIN_KEYS and isinstance(value, str):
+        return {"name": value}
+    return copy.deepcopy(value)
+
+
+class _Layers:
+    """Builds one run's config dict layer by layer, remembering where each key came from."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.source: dict[str, str] = {}  # dotted key path -> "file key path" or "--set key"
+
+    def set(self, dotted: str, value: Any, source: str) -> None:
+        parts = dotted.split(".")
+        value = _normalise(parts[0], value) if len(parts) == 1 else copy.deepcopy(value)
+        node = self.data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and i == 0 and part in PLUGIN_KEYS:
+                child = {"name": child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        last = parts[-1]
+        old = node.get(last)
+        # a plugin ref whose name changes is replaced whole: options of `mlp` mean nothing to `mean`
+        if isinstance(old, dict) and isinstance(value, dict) and old.get("name", value.get("name")) == value.get("name", old.get("name")):
+            node[last] = _deep_merge(old, value)
+        else:
+            node[last] = value
+        self._mark(dotted, value, source)
+
+    def _mark(self, dotted: str, value: Any, source: str) -> None:
+        for key in [k for k in self.source if k == dotted or k.startswith(dotted + ".")]:
+            del self.source[key]
+        self.source[dotted] = source
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self._mark(f"{dotted}.{k}", v, f"{source}.{k}")
+
+    def where(self, loc: Iterable[Any]) -> str | None:
+        """The source of the deepest key path in ``loc`` that a layer set."""
+        parts = [str(p) for p in loc]
+        for n in range(len(parts), 0, -1):
+            src = self.source.get(".".join(parts[:n]))
+            if src is not None:
+                rest = parts[n:]
+                return src + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
+        return None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def expand(suite: Suite, overrides: dict[str, Any] | None = None) -> list[_Layers]:
+    """Every run of the suite as layered config dicts (not yet validated)."""
+    overrides = overrides or {}
+    keys = list(suite.matrix)
+    combos = list(itertools.product(*(suite.matrix[k] for k in keys))) if keys else [()]
+    bases = suite.runs or [{}]
+    out = []
+    for b, base in enumerate(bases):
+        for combo in combos:
+            layers = _Layers()
+            for key, value in suite.defaults.items():
+                layers.set(key, value, f"defaults.{key}")
+            for key, value in base.items():
+                layers.set(key, value, f"runs[{b}].{key}")
+            for key, value, i in zip(keys, combo, _combo_indices(suite, keys, combo)):
+                layers.set(key, value, f"matrix.{key}[{i}]")
+            if suite.on_cpu and _resolves_to_cpu(layers.data.get("device", "auto")):
+                for key, value in suite.on_cpu.items():
+                    layers.set(key, value, f"on_cpu.{key}")
+            for key, value in overrides.items():
+                layers.set(key, value, f"--set {key}")
+            out.append(layers)
+    return out
+
+
+def _combo_indices(suite: Suite, keys: list[str], combo: tuple) -> list[int]:
+    return [next(i for i, v in enumerate(suite.matrix[k]) if v is c or v == c) for k, c in zip(keys, combo)]
+
+
+def _resolves_to_cpu(device: Any) -> bool:
+    return isinstance(device, str) and device in ("auto", "cpu") and resolve_device(device) == "cpu"
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _unknown_key(key: Any, allowed: Iterable[str]) -> str:
+    return unknown_name_message("key", key, sorted(allowed))
+
+
+def describe_error(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """A pydantic error as a short human sentence: ``expected a number, got 'high'``."""
+    kind, got = err["type"], err.get("input")
+    expected = {
+        "float_parsing": "a number", "float_type": "a number", "int_parsing": "an integer",
+        "int_type": "an integer", "int_from_float": "an integer", "bool_parsing": "true or false",
+        "bool_type": "true or false", "string_type": "a string", "dict_type": "a mapping",
+        "list_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    }.get(kind)
+    if expected:
+        return f"expected {expected}, got {got!r}"
+    if kind == "literal_error":
+        return f"expected one of {err['ctx']['expected']}, got {got!r}"
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, err["loc"][:-1]) if model is not None else []
+        return _unknown_key(err["loc"][-1], allowed)
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_pattern_mismatch" and err["loc"] and err["loc"][-1] == "device":
+        return f"expected auto, cpu, cuda, cuda:N or mps, got {got!r}"
+    ctx = err.get("ctx") or {}
+    for bound, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"must be {op} {ctx[bound]}, got {got!r}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    import typing
+
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        candidates = [ann, *typing.get_args(ann)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(getattr(current, "model_fields", {}) or [])
+
+
+def _raise_validation(suite: Suite, layers: _Layers, exc: ValidationError, model: type[BaseModel], prefix: Sequence[str] = ()) -> None:
+    err = exc.errors()[0]
+    loc = [*prefix, *err["loc"]]
+    src = layers.where(loc)
+    if src is None:
+        src = ".".join(str(p) for p in loc) or "(run)"
+    where = _format_source(suite, src)
+    msg = describe_error(err, model)
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    raise HarnessError(f"{where}: {msg}{tail}") from None
+
+
+def _format_source(suite: Suite, src: str) -> str:
+    return src if src.startswith("--set ") else suite.where(src)
+
+
+def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None = None) -> list[ResolvedRun]:
+    """Validate every run of the suite and look up its plugins. Raises on the first error."""
+    out: list[ResolvedRun] = []
+    seen: set[str] = set()
+    for layers in expand(suite, overrides):
+        try:
+            config = RunConfig.model_validate(layers.data)
+        except ValidationError as exc:
+            _raise_validation(suite, layers, exc, RunConfig)
+        resolved = {}
+        for family in PLUGIN_KEYS:
+            ref: PluginRef = getattr(config, family)
+            src = layers.where([family, "name"]) or layers.where([family]) or family
+            where = _format_source(suite, src)
+            entry = registry.get(family, ref.name, where=where)
+            try:
+                options = entry.cls.Options.model_validate(ref.options)
+            except ValidationError as exc:
+                _raise_validation(suite, layers, exc, entry.cls.Options, prefix=(family, "options"))
+            resolved[family] = (entry, options)
+        # record every option with its default filled in, and the device and precision this
+        # machine resolves `auto` to, so the run id and the record say it all
+        device = resolve_device(config.device)
+        update: dict[str, Any] = {
+            family: getattr(config, family).model_copy(update={"options": opts.model_dump(mode="json")})
+            for family, (_, opts) in resolved.items()
+        }
+        update |= {"device": device, "precision": resolve_precision(config.precision, device)}
+        config = config.model_copy(update=update)
+        rid = run_id(config)
+        if rid in seen:  # e.g. --set max_len=64 over a max_len matrix: one run, not three
+            continue
+        seen.add(rid)
+        out.append(
+            ResolvedRun(
+                len(out),
+                config,
+                resolved["dataset"][0], resolved["dataset"][1],
+                resolved["strategy"][0], resolved["strategy"][1],
+                resolved["head"][0], resolved["head"][1],
+                rid,
+                {key: _format_source(suite, layers.where([key]) or key) for key in layers.data},
+            )
+        )
+    return out
+
+
+def run_id(config: RunConfig) -> str:
+    """A stable hash of the resolved config: the same run gets the same id on every machine."""
+    data = config.model_dump(mode="json", exclude=set(NOT_IN_RUN_ID))
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
