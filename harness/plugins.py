@@ -21,6 +21,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import pkgutil
 import re
 import sys
 from dataclasses import dataclass
@@ -40,11 +41,15 @@ AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
 TRACE_ENV = "HARNESS_TRACE_PLUGINS"
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "harness.builtin.cola",
-    "harness.builtin.fixed",
-    "harness.builtin.linear",
-)
+BUILTIN_PACKAGE = "harness.builtin"
+
+
+def builtin_plugins() -> list[str]:
+    """Every module of ``harness.builtin`` (the repository's ``plugins/`` folder) is a plugin:
+    adding a built-in is adding a module, with no list to edit."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(f"{BUILTIN_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
 
 # family -> (hook name, base class, what a suite calls it)
 FAMILIES: dict[str, tuple[str, type]] = {
@@ -181,7 +186,7 @@ def make_plugin_manager(
     blocked = _blocked()
     sources: dict[str, str] = {}
 
-    for mod_name in BUILTIN_PLUGINS:
+    for mod_name in builtin_plugins():
         if mod_name in blocked:
             continue
         _register(pm, importlib.import_module(mod_name), mod_name)

@@ -6,15 +6,35 @@ Everything here reads plain run records (the objects in ``results.jsonl``), so
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Consoles:
+    """Consoles made on first use, so they write to the sys.stdout/stderr of that moment.
+    Piped output (a file, CI, a test) gets a wide console: tables are not squeezed to 80."""
+
+    def _make(self, stderr: bool) -> Console:
+        stream = sys.stderr if stderr else sys.stdout
+        width = None if stream.isatty() else int(os.environ.get("COLUMNS", 200))
+        return Console(stderr=stderr, width=width)
+
+    @property
+    def out(self) -> Console:
+        return self._make(False)
+
+    @property
+    def err(self) -> Console:
+        return self._make(True)
+
+
+_consoles = _Consoles()
 
 #: config keys never shown as a varied column, nor used to tell configurations apart
 HIDDEN_KEYS = ("data_dir",)
@@ -35,7 +55,7 @@ class RichProgress:
             TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
-            console=err_console,
+            console=_consoles.err,
             disable=not enabled,
             transient=False,
         )
@@ -233,17 +253,17 @@ def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -
 
 def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> None:
     if not records:
-        console.print("no runs recorded")
+        _consoles.out.print("no runs recorded")
         return
-    console.print(results_table(records, title))
+    _consoles.out.print(results_table(records, title))
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _consoles.err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
 
 
 def print_note(message: str) -> None:
-    err_console.print(message, highlight=False, soft_wrap=True)
+    _consoles.err.print(message, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ validate, plugins
@@ -257,15 +277,15 @@ def print_runs(suite_name: str, configs: Sequence[dict[str, Any]]) -> None:
     keys = varied_keys([{"config": c} for c in configs])
     flat = [flatten(c) for c in configs]
     shared = {k: v for k, v in flat[0].items() if k not in keys and k != "run_id"} if flat else {}
-    console.print(f"[bold]{suite_name}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
-    console.print("  ".join(f"{k}={v}" for k, v in shared.items()), highlight=False, soft_wrap=True)
+    _consoles.out.print(f"[bold]{suite_name}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
+    _consoles.out.print("  ".join(f"{k}={v}" for k, v in shared.items()), highlight=False, soft_wrap=True)
     table = Table(header_style="bold")
     table.add_column("#", justify="right")
     for k in keys:
         table.add_column(column_label(k))
     for i, f in enumerate(flat):
         table.add_row(str(i), *(str(f.get(k)) for k in keys))
-    console.print(table)
+    _consoles.out.print(table)
 
 
 def print_plugins(registry: Any) -> None:
@@ -287,4 +307,4 @@ def print_plugins(registry: Any) -> None:
             if family == "dataset":
                 extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
             table.add_row(name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)
-        console.print(table)
+        _consoles.out.print(table)

@@ -1,0 +1,82 @@
+"""Shared fixtures: real data from ../shared/data, a tiny random BERT, the CLI in-process.
+
+The datasets are read from the ``shared/data`` folder beside the repository (or
+``HARNESS_TEST_DATA_DIR``); they are never copied into the project.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HARNESS_TEST_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+#: keys that make a run take a second or two on two CPU cores: a 2-layer random BERT,
+#: small slices of the data, short sequences
+TINY: dict[str, Any] = {
+    "model": "bert-tiny",
+    "init": "random",
+    "max_len": 32,
+    "batch_size": 16,
+    "epochs": 1,
+    "warmup_batches": 1,
+    "dataset.subset.train": 64,
+    "dataset.subset.validation": 32,
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"test data not found at {SHARED_DATA}; set HARNESS_TEST_DATA_DIR")
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(SHARED_DATA))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("HARNESS_TRACE_PLUGINS", raising=False)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write a suite file from YAML text (dedented) and return its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+def tiny_sets(**extra: Any) -> list[str]:
+    """``--set`` arguments for a tiny, fast run (see TINY), plus any extra keys."""
+    out = []
+    for key, value in {**TINY, **extra}.items():
+        if value is None:  # None: leave the key to the suite
+            continue
+        out += ["--set", f"{key}={value}"]
+    return out
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run the CLI in-process: ``code, out, err = cli("run", "suite.yaml", ...)``."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
