@@ -220,12 +220,16 @@ class _Layers:
 
     def set(self, dotted: str, value: Any, source: str) -> None:
         parts = dotted.split(".")
+        raw = value
         value = _normalise(parts[0], value) if len(parts) == 1 else copy.deepcopy(value)
         node = self.data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if isinstance(child, str) and i == 0 and part in PLUGIN_KEYS:
-                child = {"name": child}
+            if i == 0 and part in PLUGIN_KEYS:
+                if child is None:  # `head.options.x` alone: options of the default head
+                    child = {"name": RunConfig.model_fields[part].get_default(call_default_factory=True).name}
+                elif isinstance(child, str):
+                    child = {"name": child}
             if not isinstance(child, dict):
                 child = {}
             node[part] = child
@@ -238,6 +242,8 @@ class _Layers:
         else:
             node[last] = value
         self._mark(dotted, value, source)
+        if isinstance(raw, str) and dotted in PLUGIN_KEYS:  # `head: linaer` is at `defaults.head`
+            self.source[f"{dotted}.name"] = source
 
     def _mark(self, dotted: str, value: Any, source: str) -> None:
         for key in [k for k in self.source if k == dotted or k.startswith(dotted + ".")]:
