@@ -75,16 +75,20 @@ class Registry:
     def __init__(self, pm: pluggy.PluginManager, sources: dict[str, str]):
         self.pm = pm
         self.entries: dict[str, dict[str, Registered]] = {family: {} for family in FAMILIES}
+        plugins = pm.get_plugins()
         for family, (hook_name, base) in FAMILIES.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                # call each plugin's implementation on its own (through pluggy, so tracing
+                # sees it) to know which plugin registered which class
+                caller = pm.subset_hook_caller(hook_name, [p for p in plugins if p is not impl.plugin])
                 source = sources.get(plugin_name, "plugin")
 
                 def register(cls: type, _family=family, _base=base, _plugin=plugin_name, _source=source) -> None:
                     self._add(_family, _base, cls, _plugin, _source)
 
                 try:
-                    impl.function(register)
+                    caller(register=register)
                 except HarnessError:
                     raise
                 except Exception as exc:

@@ -1,0 +1,125 @@
+"""Plugin discovery: built-ins, entry points (without pip-installing), local modules."""
+
+import textwrap
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.plugins import load_registry
+
+from conftest import tiny_sets
+
+DATASET_PLUGIN = '''
+from harness import hookimpl
+from harness.base import Dataset, Example
+
+
+class Echo(Dataset):
+    name = "{name}"
+    description = "sentences that say whether they are positive"
+    labels = ("neg", "pos")
+    metrics = ("accuracy",)
+
+    def load(self, split):
+        rows = [("good fine great", 1), ("bad awful poor", 0)] * 8
+        return [Example(text=t, label=y) for t, y in rows]
+
+
+@hookimpl
+def harness_register_datasets(register):
+    register(Echo)
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """A package 'installed' by putting it and its .dist-info (entry_points.txt) on sys.path."""
+    site = tmp_path / "site"
+    (site / "echo_plugin").mkdir(parents=True)
+    (site / "echo_plugin" / "__init__.py").write_text(DATASET_PLUGIN.format(name="echo"))
+    dist = site / "echo_plugin-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[harness]\necho = echo_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_builtins_register_through_the_hooks():
+    registry = load_registry()
+    assert "cola" in registry.names("dataset")
+    assert "fixed" in registry.names("strategy")
+    assert "linear" in registry.names("head")
+    assert registry.get("dataset", "cola").source == "built-in"
+
+
+def test_entry_point_plugin_is_discovered_with_its_distribution(installed_plugin):
+    entry = load_registry().get("dataset", "echo")
+    assert entry.source == "entry point echo-plugin 1.2.3"
+    assert entry.plugin == "echo"
+
+
+def test_autoload_can_be_disabled_and_a_plugin_blocked(installed_plugin, monkeypatch):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert "echo" not in load_registry().names("dataset")
+    monkeypatch.delenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "echo")
+    assert "echo" not in load_registry().names("dataset")
+
+
+def test_trace_logs_hook_calls(installed_plugin, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_TRACE_PLUGINS", "1")
+    load_registry()
+    assert "harness_register_datasets" in capsys.readouterr().err
+
+
+def test_local_module_named_in_the_suite_runs_end_to_end(cli, write_suite, tmp_path):
+    (tmp_path / "my_data.py").write_text(DATASET_PLUGIN.format(name="mine"))
+    suite = write_suite("name: local\nplugins: [my_data.py]\ndefaults: {dataset: mine}\n")
+    code, out, err = cli("run", suite, "--out", tmp_path / "out", "--no-progress", *tiny_sets())
+    assert code == 0, err
+    assert "accuracy" in out
+
+
+def test_local_module_from_the_command_line(cli, write_suite, tmp_path, monkeypatch):
+    (tmp_path / "cmdline_data.py").write_text(DATASET_PLUGIN.format(name="fromcli"))
+    monkeypatch.chdir(tmp_path)
+    suite = write_suite("name: local\ndefaults: {dataset: fromcli}\n")
+    code, out, err = cli("validate", suite, "--plugin", "cmdline_data.py")
+    assert code == 0, err
+    code, out, err = cli("plugins", "--plugin", "cmdline_data.py")
+    assert code == 0 and "fromcli" in out and "local module" in out
+
+
+def test_plugins_command_lists_every_family_with_source_and_options(cli, installed_plugin):
+    code, out, _ = cli("plugins")
+    assert code == 0
+    for text in ("datasets", "tokenizer strategies", "heads", "cola", "fixed", "linear", "echo",
+                 "echo-plugin 1.2.3", "built-in", "truncation", "freeze_backbone"):
+        assert text in out
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("import not_a_module_anywhere\n", "failed to import: ModuleNotFoundError"),
+        ("from harness import hookimpl\n@hookimpl\ndef harness_register_dataset(register):\n    pass\n",
+         "unknown hook 'harness_register_dataset'"),
+        ("from harness import hookimpl\n@hookimpl\ndef harness_register_heads(reg, extra):\n    pass\n",
+         "harness_register_heads"),
+        ("from harness import hookimpl\n@hookimpl\ndef harness_register_heads(register):\n    register(int)\n",
+         "must subclass harness.base.Head"),
+    ],
+)
+def test_broken_local_plugins_are_one_line_errors(tmp_path, source, expected):
+    (tmp_path / "bad.py").write_text(textwrap.dedent(source))
+    with pytest.raises(HarnessError) as info:
+        load_registry(["bad.py"], base_dir=tmp_path)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_two_plugins_with_one_name_is_an_error(installed_plugin, tmp_path):
+    (tmp_path / "dup.py").write_text(DATASET_PLUGIN.format(name="echo"))
+    with pytest.raises(HarnessError, match="two plugins register the dataset 'echo'"):
+        load_registry(["dup.py"], base_dir=tmp_path)
