@@ -152,6 +152,7 @@ def max_positions(config: Any) -> int | None:
 def load_tokenizer(model: str, init: str, tokenizer: str | None) -> Any:
     from transformers import AutoTokenizer
 
+    _quiet()
     name = tokenizer or (EMBEDDED if init == "random" and model in ARCHITECTURES else model)
     where = locate(name)
     try:
