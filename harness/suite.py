@@ -379,7 +379,8 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
             where = _format_source(suite, src)
             entry = registry.get(family, ref.name, where=where)
             try:
-                options = entry.cls.Options.model_validate(ref.options)
+                # context: plugins resolve relative paths against the suite's folder
+                options = entry.cls.Options.model_validate(ref.options, context={"base_dir": str(suite.path.parent.resolve())})
             except ValidationError as exc:
                 _raise_validation(suite, layers, exc, entry.cls.Options, prefix=(family, "options"))
             resolved[family] = (entry, options)
