@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
+from pydantic_core import PydanticCustomError
 
 from harness import hookimpl
 from harness import metrics as metric_lib
@@ -60,7 +61,8 @@ class FilesOptions(Options):
     def _known_metrics(cls, names: list[str]) -> list[str]:
         unknown = [n for n in names if n not in metric_lib.METRICS]
         if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r}; available: {', '.join(metric_lib.METRICS)}")
+            available = ", ".join(metric_lib.METRICS)
+            raise PydanticCustomError("unknown_metric", f"unknown metric {unknown[0]!r}; available: {available}")
         return names
 
     @field_validator("labels")
@@ -69,7 +71,7 @@ class FilesOptions(Options):
         if labels is not None:
             names = [str(x) for x in labels]
             if len(names) < 2 or len(set(names)) != len(names):
-                raise ValueError("give at least two distinct labels")
+                raise PydanticCustomError("labels", "give at least two distinct labels")
         return labels
 
     def model_post_init(self, context: Any, /) -> None:
