@@ -1,4 +1,4 @@
-"""The command line: ``harness run | validate | plugins``.
+"""The command line: ``harness run | validate | plugins | analyze``.
 
 User mistakes raise :class:`HarnessError`; they are caught once, here, printed as one red
 line without a traceback, and exit with code 2. A suite in which a run failed or
@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list datasets, tokenizer strategies and heads, with their options")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
+
+    analyze = sub.add_parser("analyze", help="token-length profile of a dataset: percentiles, histogram, MAX_LEN cost")
+    analyze.add_argument("dataset", help="dataset name (see `harness plugins`)")
+    analyze.add_argument("--model", default="minilm", help="whose tokenizer (default: minilm, the embedded model)")
+    analyze.add_argument("--split", default="train", help="which split (default: train)")
+    analyze.add_argument("--max-len", default=None, metavar="N,N,...", help="MAX_LENs to cost (default: 32,64,128,256,512)")
+    analyze.add_argument("--batch-size", type=int, default=32, help="batch size of the dynamic/bucketed model (default 32)")
+    analyze.add_argument("--subset", type=int, default=None, metavar="N", help="a seeded, stratified subset of N examples")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the subset and of the random batches")
+    analyze.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                         help="a dataset option (YAML value): --option train=my.csv; repeatable")
+    analyze.add_argument("--data-dir", default=None, help="data directory (default: $HARNESS_DATA_DIR, then the cache)")
+    analyze.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
     return parser
 
 
@@ -102,7 +115,34 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from harness import report
+    from harness.analyze import analyze_dataset
+    from harness.suite import parse_set
+
+    max_lens = None
+    if args.max_len:
+        try:
+            max_lens = [int(x) for x in args.max_len.split(",") if x.strip()]
+        except ValueError:
+            raise HarnessError(f"--max-len {args.max_len}: expected numbers separated by commas, e.g. 64,128") from None
+        if not max_lens or min(max_lens) < 2:
+            raise HarnessError(f"--max-len {args.max_len}: expected numbers >= 2, e.g. 64,128")
+    if args.batch_size < 1:
+        raise HarnessError(f"--batch-size {args.batch_size}: expected a positive number")
+    if args.subset is not None and args.subset < 1:
+        raise HarnessError(f"--subset {args.subset}: expected a positive number")
+    options = parse_set(args.options)
+    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugins]
+    result = analyze_dataset(
+        args.dataset, model=args.model, split=args.split, options=options, max_lens=max_lens,
+        batch_size=args.batch_size, subset=args.subset, seed=args.seed, data_dir=args.data_dir, plugins=plugins,
+    )
+    report.print_analysis(result)
+    return ExitCode.OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "analyze": cmd_analyze}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

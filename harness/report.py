@@ -308,3 +308,76 @@ def print_plugins(registry: Any) -> None:
                 extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
             table.add_row(name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)
         _consoles.out.print(table)
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else f"{int(n):,}"
+
+
+def print_analysis(analysis: Any, bar_width: int = 40) -> None:
+    """``harness analyze``: percentiles, a histogram, coverage, cost per MAX_LEN and strategy."""
+    a = analysis
+    out = _consoles.out
+    sub = f" (a stratified subset of {a.examples:,} of {a.of:,})" if a.examples < a.of else ""
+    out.print(
+        f"[bold]{a.dataset}[/bold] {a.split}: {a.examples:,} examples{sub}, tokens per example under "
+        f"[bold]{a.model}[/bold]'s tokenizer (special tokens included, before truncation)",
+        highlight=False, soft_wrap=True,
+    )
+    pct = a.percentiles()
+    out.print("  ".join(f"{k} {v:.1f}" if k == "mean" else f"{k} {v}" for k, v in pct.items()), highlight=False)
+
+    out.print()
+    hist = a.histogram()
+    peak = max(c for _, _, c in hist) or 1
+    label_width = len(f"{hist[-1][0]}-{hist[-1][1]}")
+    for lo, hi, count in hist:
+        bar = "█" * round(count / peak * bar_width) or ("▏" if count else "")
+        out.print(f"  {f'{lo}-{hi}':>{label_width}} │{bar:<{bar_width}} {count:,}", highlight=False)
+
+    out.print()
+    cover = a.coverage()
+    parts = [f"{int(q * 100)}%: {v}" for q, v in cover.items()]
+    limit = f" (the model's limit is {a.max_positions})" if a.max_positions else ""
+    out.print(f"MAX_LEN that keeps examples whole: {', '.join(parts)}{limit}", highlight=False)
+
+    table = Table(
+        title=f"cost of one epoch per MAX_LEN and strategy (batch size {a.batch_size})", header_style="bold"
+    )
+    for col, justify in (("MAX_LEN", "right"), ("truncated", "right"), ("strategy", "left"),
+                         ("padded tokens", "right"), ("padding waste", "right"), ("vs fixed", "right")):
+        table.add_column(col, justify=justify)
+    for m in a.max_lens():
+        fixed = a.cost("fixed", m).padded_tokens
+        for i, strategy in enumerate(("fixed", "dynamic", "bucketed")):
+            c = a.cost(strategy, m)
+            table.add_row(
+                str(m) if i == 0 else "", f"{c.truncated:.1%}" if i == 0 else "", strategy,
+                _count(c.padded_tokens), f"{c.waste:.0%}", f"{c.padded_tokens / fixed:.2f}×",
+                end_section=i == 2,
+            )
+    out.print(table)
+
+    longest = int(a.lengths.max())
+    for strategy in ("dynamic", "bucketed"):
+        for group in a.same_cost_groups(strategy):
+            lo, hi = group[0], group[-1]
+            ratio = a.cost("fixed", hi).padded_tokens / a.cost("fixed", lo).padded_tokens
+            out.print(
+                f"{strategy}: MAX_LEN {', '.join(map(str, group))} cost the same "
+                f"({_count(a.cost(strategy, lo).padded_tokens)} tokens per epoch): the longest example has "
+                f"{longest} tokens, so no batch is padded past {longest} and a larger MAX_LEN changes nothing "
+                f"(under fixed padding MAX_LEN {hi} costs {ratio:.1f}× MAX_LEN {lo})",
+                highlight=False, soft_wrap=True,
+            )
+    cut = [m for m in a.max_lens() if a.cost("fixed", m).truncated > 0.05]
+    if cut:
+        m = cut[-1]
+        out.print(
+            f"truncation: at MAX_LEN {m} {a.cost('fixed', m).truncated:.0%} of the examples lose tokens; "
+            f"it changes what the model sees, and so the accuracy, not only the time",
+            highlight=False, soft_wrap=True,
+        )

@@ -385,7 +385,8 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
             where = _format_source(suite, src)
             entry = registry.get(family, ref.name, where=where)
             try:
-                options = entry.cls.Options.model_validate(ref.options)
+                # context: plugins resolve relative paths against the suite's folder
+                options = entry.cls.Options.model_validate(ref.options, context={"base_dir": str(suite.path.parent.resolve())})
             except ValidationError as exc:
                 _raise_validation(suite, layers, exc, entry.cls.Options, prefix=(family, "options"))
             resolved[family] = (entry, options)
@@ -397,6 +398,10 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
             for family, (_, opts) in resolved.items()
         }
         update |= {"device": device, "precision": resolve_precision(config.precision, device)}
+        if config.data_dir and not Path(config.data_dir).expanduser().is_absolute():
+            # a data_dir written in the suite is relative to the suite file; one from --set to the cwd
+            base = Path.cwd() if (layers.where(["data_dir"]) or "").startswith("--set ") else suite.path.parent
+            update["data_dir"] = str((base / config.data_dir).resolve())
         config = config.model_copy(update=update)
         rid = run_id(config)
         if rid in seen:  # e.g. --set max_len=64 over a max_len matrix: one run, not three

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.base import Dataset, Example
-from harness.data import Source, parse_label, read_rows
+from harness.data import Source, parse_label, read_rows, require_rows
 
 FILES = {
     "train": "raw/in_domain_train.tsv",
@@ -36,10 +36,10 @@ class CoLA(Dataset):
 
     def load(self, split: str) -> list[Example]:
         path = self.files.path(FILES[split], SOURCE)
-        return [
-            Example(text=row[3], label=parse_label(row[1], self.labels, path, line))
-            for line, row in read_rows(path, columns=4)
-        ]
+        return require_rows(
+            [Example(text=row[3], label=parse_label(row[1], self.labels, path, line)) for line, row in read_rows(path, columns=4)],
+            path, split,
+        )
 
 
 @hookimpl

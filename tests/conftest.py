@@ -39,6 +39,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HARNESS_DATA_DIR", str(SHARED_DATA))
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # no test reaches the internet: a missing data file is an error, not a download
+    # (the download tests point HARNESS_DATA_MIRROR at a server on 127.0.0.1)
+    monkeypatch.setenv("HARNESS_OFFLINE", "1")
+    monkeypatch.delenv("HARNESS_DATA_MIRROR", raising=False)
     monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
     monkeypatch.delenv("HARNESS_TRACE_PLUGINS", raising=False)
 
