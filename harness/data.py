@@ -50,6 +50,8 @@ class DataFiles:
         chosen = data_dir if data_dir is not None else (env or None)
         self.data_dir = Path(chosen).expanduser() if chosen else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        #: every file handed out by :meth:`path`, in order (errors about a split name them)
+        self.used: list[Path] = []
         if self.data_dir is not None and not self.data_dir.is_dir():
             origin = "data_dir" if data_dir is not None else DATA_DIR_ENV
             raise HarnessError(f"{origin}={self.data_dir}: no such directory")
@@ -69,6 +71,7 @@ class DataFiles:
         """The path of ``relative`` inside this dataset's folder; a clear error if missing."""
         found = self.find(relative)
         if found is not None:
+            self.used.append(found)
             return found
         where = " or ".join(str(r / relative) for r in self.roots())
         hint = f"; it comes from {source.url}" if source is not None else ""
@@ -96,24 +99,31 @@ def read_rows(
     """
     accepted = {columns} if isinstance(columns, int) else (set(columns) if columns else None)
     try:
-        with open(path, encoding=encoding, newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter, quoting=quoting, strict=True)
-            line = 0
-            try:
-                for row in reader:
-                    line = reader.line_num
-                    if header and line == 1:
-                        continue
-                    if not row or row == [""]:
-                        continue
-                    if accepted is not None and len(row) not in accepted:
-                        want = " or ".join(str(c) for c in sorted(accepted))
-                        raise HarnessError(f"{path}:{line}: expected {want} columns, got {len(row)}")
-                    yield line, row
-            except csv.Error as exc:
-                raise HarnessError(f"{path}:{reader.line_num}: malformed row: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}:{_line_of_byte(path, exc.start)}: not valid UTF-8 ({exc.reason})") from None
+        f = open(path, encoding=encoding, newline="")
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with f:
+        reader = csv.reader(f, delimiter=delimiter, quoting=quoting, strict=True)
+        end = 0  # the last line of the previous row: a row starts on the line after it
+        try:
+            for row in reader:
+                line, end = end + 1, reader.line_num
+                if header and line == 1:
+                    continue
+                if not row or row == [""]:
+                    continue
+                if accepted is not None and len(row) not in accepted:
+                    want = " or ".join(str(c) for c in sorted(accepted))
+                    raise HarnessError(f"{path}:{line}: expected {want} columns, got {len(row)}")
+                yield line, row
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise HarnessError(
+                    f"{path}:{end + 1}: unterminated quote: the row starting on this line runs to the end of the file"
+                ) from None
+            raise HarnessError(f"{path}:{end + 1}: malformed row: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise HarnessError(f"{path}:{_line_of_byte(path, exc.start)}: not valid UTF-8 ({exc.reason})") from None
 
 
 def _line_of_byte(path: Path, offset: int) -> int:

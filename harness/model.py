@@ -17,6 +17,7 @@ token vocabulary as bert-base-uncased) unless ``tokenizer:`` names another.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 from functools import lru_cache
@@ -144,6 +145,23 @@ def check_classification_support(model: str, config: Any) -> None:
         )
 
 
+#: weight files a local checkpoint directory may hold (safetensors first; a torch
+#: checkpoint is only ever loaded with ``weights_only=True``)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights(model: str, init: str) -> None:
+    """A local pretrained checkpoint must hold weights: fail before any run, not in the middle."""
+    if init != "pretrained":
+        return
+    path = Path(locate(model))
+    if path.is_dir() and not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise HarnessError(
+            f"model {model!r}: directory has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
+            "use init: random to time the architecture alone"
+        )
+
+
 def max_positions(config: Any) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
@@ -176,9 +194,15 @@ def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> n
         return AutoModel.from_config(config, **kwargs)
     where = locate(model)
     try:
-        return AutoModel.from_pretrained(where, **kwargs, **_hub_kwargs(where))
+        # weights_only: a pickled torch checkpoint can hold code; never unpickle more than tensors
+        return AutoModel.from_pretrained(where, weights_only=True, **kwargs, **_hub_kwargs(where))
     except HarnessError:
         raise
+    except pickle.UnpicklingError as exc:
+        raise HarnessError(
+            f"model {model!r}: refused to load its torch checkpoint with weights_only=True "
+            f"(it holds more than tensors): {str(exc).splitlines()[0]}"
+        ) from None
     except OSError as exc:
         first = str(exc).splitlines()[0]
         if "does not appear to have" in first or "no file named" in first:

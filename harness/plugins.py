@@ -140,11 +140,33 @@ def _blocked() -> set[str]:
     return {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
 
 
+def _hook_names() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_"))
+
+
 def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    # a function named like a hook but not marked @hookimpl would be silently ignored
+    marker = f"{hookspecs.PROJECT}_impl"
+    for attr in sorted(set(_hook_names()) & set(dir(plugin))):
+        if callable(getattr(plugin, attr)) and not hasattr(getattr(plugin, attr), marker):
+            raise HarnessError(f"plugin '{name}': {attr} is not marked @hookimpl (from harness import hookimpl)")
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:  # bad hook signature, name twice
         raise HarnessError(f"plugin '{name}': {one_line(exc)}") from None
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """pluggy's ``check_pending()``, with the plugin's name and a suggestion for a misspelt hook."""
+    for hook_name in sorted(vars(pm.hook)):
+        caller = getattr(pm.hook, hook_name)
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
+                raise HarnessError(f"plugin '{plugin}': " + unknown_name_message("hook", hook_name, _hook_names()))
+    pm.check_pending()  # anything the loop above missed
 
 
 def _import_local(spec: str, base_dir: Path) -> tuple[ModuleType, str]:
@@ -223,7 +245,7 @@ def make_plugin_manager(
         sources[name] = f"local module {where}"
 
     try:
-        pm.check_pending()
+        _check_pending(pm)
     except pluggy.PluginValidationError as exc:
         raise HarnessError(one_line(exc)) from None
     return pm, sources
