@@ -126,13 +126,20 @@ def load_config(model: str, init: str) -> Any:
         return BertConfig(**ARCHITECTURES[model])
     where = locate(model)
     try:
-        config = AutoConfig.from_pretrained(where, **_hub_kwargs(where))
+        config = AutoConfig.from_pretrained(where, trust_remote_code=False, **_hub_kwargs(where))
     except HarnessError:
         raise
     except (OSError, ValueError, KeyError) as exc:
-        raise HarnessError(f"model {model!r}: cannot read its config: {str(exc).splitlines()[0]}") from None
+        raise HarnessError(f"model {model!r}: {_load_problem(exc, 'cannot read its config')}") from None
     check_classification_support(model, config)
     return config
+
+
+def _load_problem(exc: BaseException, what: str) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "custom code" in first or "trust_remote_code" in first:
+        return "refused: it asks to run custom code (auto_map); the harness never runs code from a checkpoint"
+    return f"{what}: {first}"
 
 
 def check_classification_support(model: str, config: Any) -> None:
@@ -174,11 +181,11 @@ def load_tokenizer(model: str, init: str, tokenizer: str | None) -> Any:
     name = tokenizer or (EMBEDDED if init == "random" and model in ARCHITECTURES else model)
     where = locate(name)
     try:
-        return AutoTokenizer.from_pretrained(where, **_hub_kwargs(where))
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **_hub_kwargs(where))
     except HarnessError:
         raise
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"tokenizer {name!r}: cannot load: {str(exc).splitlines()[0]}") from None
+        raise HarnessError(f"tokenizer {name!r}: {_load_problem(exc, 'cannot load')}") from None
 
 
 def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> nn.Module:
@@ -195,13 +202,15 @@ def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> n
     where = locate(model)
     try:
         # weights_only: a pickled torch checkpoint can hold code; never unpickle more than tensors
-        return AutoModel.from_pretrained(where, weights_only=True, **kwargs, **_hub_kwargs(where))
+        return AutoModel.from_pretrained(
+            where, weights_only=True, trust_remote_code=False, **kwargs, **_hub_kwargs(where)
+        )
     except HarnessError:
         raise
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise HarnessError(
-            f"model {model!r}: refused to load its torch checkpoint with weights_only=True "
-            f"(it holds more than tensors): {str(exc).splitlines()[0]}"
+            f"model {model!r}: refused its torch checkpoint: it holds Python objects, not only tensors "
+            "(loaded with weights_only=True; convert it to safetensors)"
         ) from None
     except OSError as exc:
         first = str(exc).splitlines()[0]

@@ -20,6 +20,7 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import pkgutil
 import re
@@ -152,7 +153,15 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
             raise HarnessError(f"plugin '{name}': {attr} is not marked @hookimpl (from harness import hookimpl)")
     try:
         pm.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:  # bad hook signature, name twice
+    except pluggy.PluginValidationError as exc:  # a bad hook signature
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        hook = re.search(r"for hook '(\w+)'", lines[0] if lines else "")
+        spec = getattr(hookspecs, hook.group(1), None) if hook else None
+        if spec is None:
+            raise HarnessError(f"plugin '{name}': {one_line(exc)}") from None
+        expected = f"{spec.__name__}({', '.join(inspect.signature(spec).parameters)})"
+        raise HarnessError(f"plugin '{name}': {'; '.join(lines[1:])}; the hook is {expected}") from None
+    except ValueError as exc:  # the same plugin or name twice
         raise HarnessError(f"plugin '{name}': {one_line(exc)}") from None
 
 

@@ -86,20 +86,23 @@ def _is_oom(exc: BaseException) -> bool:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the suite the way Ctrl-C does (KeyboardInterrupt at a clean point)."""
+    """SIGTERM (and SIGINT, even where a background shell ignores it) stop the suite the way
+    Ctrl-C does: KeyboardInterrupt at the next bytecode, the run in flight abandoned."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def label(run: ResolvedRun) -> str:
