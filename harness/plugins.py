@@ -94,7 +94,7 @@ class Registry:
                     raise
                 except Exception as exc:
                     raise HarnessError(
-                        f"plugin '{plugin_name}' ({source}) failed in {hook_name}: {type(exc).__name__}: {exc}"
+                        f"plugin '{plugin_name}' ({source}) failed in {hook_name}: {type(exc).__name__}: {one_line(exc)}"
                     ) from None
 
     def _add(self, family: str, base: type, cls: type, plugin: str, source: str) -> None:
@@ -193,12 +193,12 @@ def _import_local(spec: str, base_dir: Path) -> tuple[ModuleType, str]:
         try:
             module_spec.loader.exec_module(module)
         except Exception as exc:
-            raise HarnessError(f"plugin module {path} failed to import: {type(exc).__name__}: {exc}") from None
+            raise HarnessError(f"plugin module {path} failed to import: {type(exc).__name__}: {one_line(exc)}") from None
         return module, str(path)
     try:
         module = importlib.import_module(spec)
     except Exception as exc:
-        raise HarnessError(f"plugin module '{spec}' failed to import: {type(exc).__name__}: {exc}") from None
+        raise HarnessError(f"plugin module '{spec}' failed to import: {type(exc).__name__}: {one_line(exc)}") from None
     return module, getattr(module, "__file__", None) or spec
 
 
@@ -239,7 +239,7 @@ def make_plugin_manager(
                 plugin = ep.load()
             except Exception as exc:
                 raise HarnessError(
-                    f"plugin '{ep.name}' ({origin}) failed to import: {type(exc).__name__}: {exc}; "
+                    f"plugin '{ep.name}' ({origin}) failed to import: {type(exc).__name__}: {one_line(exc)}; "
                     f"uninstall it or set {BLOCK_ENV}={ep.name}"
                 ) from None
             _register(pm, plugin, ep.name)

@@ -260,7 +260,8 @@ def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> 
 
 
 def print_error(message: str) -> None:
-    # escaped: a user's value such as `[bold]` in a message is text, not rich markup
+    # one line whatever the message holds; escaped: a user's `[bold]` is text, not markup
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
     _consoles.err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 

@@ -104,6 +104,14 @@ class ResultsStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write(self, records: Iterable[dict[str, Any]]) -> None:
+        try:
+            self._replace(records)
+        except OSError as exc:  # disk full, directory gone or read-only: the old file is intact
+            raise HarnessError(
+                f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
+            ) from None
+
+    def _replace(self, records: Iterable[dict[str, Any]]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -119,17 +119,17 @@ WRITER = """
 import sys, time
 from harness.results import ResultsStore
 store = ResultsStore(sys.argv[1])
-prefix, n = sys.argv[2], int(sys.argv[3])
-pad = "x" * 200_000  # a large record: a write takes long enough to be killed in the middle
+prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+pad = "x" * size  # large records: a write takes long enough to be killed in the middle
 for i in range(n):
     store.add({"run_id": f"{prefix}{i % 50}", "status": "ok", "n": i, "pad": pad})
 print("done", flush=True)
 """
 
 
-def _writer(out: Path, prefix: str, n: int) -> subprocess.Popen:
+def _writer(out: Path, prefix: str, n: int, size: int = 100) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(out), prefix, str(n)], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", WRITER, str(out), prefix, str(n), str(size)], stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
 
@@ -138,16 +138,19 @@ def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
     """30 SIGKILLs of a process rewriting a ~10 MB results file as fast as it can."""
     rng = random.Random()
     results = tmp_path / "results.jsonl"
+    mid_write = 0
     for _ in range(30):
-        proc = _writer(tmp_path, "run", 10_000)
+        proc = _writer(tmp_path, "run", 10_000, size=200_000)
         time.sleep(rng.uniform(0.1, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        mid_write += bool(list(tmp_path.glob(".results-*.tmp")))
         if results.exists():
             raw = results.read_bytes()
             assert raw.endswith(b"\n")
             records = [json.loads(line) for line in raw.splitlines()]
             assert len({r["run_id"] for r in records}) == len(records)
+    assert mid_write > 0, "no kill landed in the middle of a write: the test proved nothing"
     # a later writer cleans the temporary files the killed ones left behind
     proc = _writer(tmp_path, "run", 1)
     assert proc.wait() == 0
@@ -167,3 +170,21 @@ def test_a_rerun_replaces_its_record_in_place(tmp_path):
     store.add({"run_id": "y", "status": "ok"})
     ResultsStore(tmp_path).add({"run_id": "x", "status": "ok"})
     assert [(r["run_id"], r["status"]) for r in read_records(tmp_path)] == [("x", "ok"), ("y", "ok")]
+
+
+def test_a_failed_write_is_one_clear_error_and_keeps_the_file(tmp_path, monkeypatch):
+    from harness.errors import HarnessError
+
+    store = ResultsStore(tmp_path)
+    store.add({"run_id": "x", "status": "ok"})
+    before = (tmp_path / "results.jsonl").read_bytes()
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(HarnessError, match=r"results.jsonl: cannot write the results \(No space left on device\); "
+                                           r"the runs recorded before are intact"):
+        store.add({"run_id": "y", "status": "ok"})
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    assert not list(tmp_path.glob(".results-*.tmp"))
