@@ -227,10 +227,10 @@ CASES: list[Case] = [
          "<suite>:2: defaults: expected a mapping, got [1, 2]",
          lambda c: ["validate", c.suite("name: bad\ndefaults: [1, 2]\n")]),
     Case("unknown-plugin", "suite", "an unknown plugin name, with a suggestion",
-         "<suite>:3: defaults.head.name: unknown head 'linaer'. Did you mean 'linear'? Available: <names>",
+         "<suite>:3: defaults.head: unknown head 'linaer'. Did you mean 'linear'? Available: <names>",
          lambda c: ["validate", c.suite("name: bad\ndefaults:\n  head: linaer\n")]),
     Case("unknown-dataset", "suite", "an unknown dataset in a matrix",
-         "<suite>:3: matrix.dataset[1].name: unknown dataset 'colla'. Did you mean 'cola'? Available: <names>",
+         "<suite>:3: matrix.dataset[1]: unknown dataset 'colla'. Did you mean 'cola'? Available: <names>",
          lambda c: ["validate", c.suite("name: bad\nmatrix:\n  dataset: [cola, colla]\n")]),
     Case("plugin-option-unknown", "suite", "an unknown plugin option, with a suggestion",
          "<suite>:3: defaults.head.options.dropuot: unknown key 'dropuot'. Did you mean 'dropout'? "
