@@ -264,7 +264,14 @@ def test_kill_9_at_random_points_never_corrupts_results_and_resume_completes(zyg
     """Ten SIGKILLs: half at a random moment after start, half just after the results file
     changed (near a write). After each, the file parses whole; resuming ends with every run
     recorded exactly once."""
-    rng = random.Random(int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32)))
+    kill_seed = int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32))
+    try:
+        _kill_ten_times_then_resume(zygote, tmp_path, random.Random(kill_seed))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n(reproduce the kill times with HARNESS_KILL_SEED={kill_seed})") from None
+
+
+def _kill_ten_times_then_resume(zygote: Zygote, tmp_path: Path, rng: random.Random) -> None:
     seeds = list(range(1, 9))  # more runs than kills that wait for a write: ten kills never finish the suite
     suite, out = _suite(tmp_path, seeds), tmp_path / "out"
     results = out / "results.jsonl"
@@ -291,3 +298,15 @@ def test_kill_9_at_random_points_never_corrupts_results_and_resume_completes(zyg
     assert sorted(r["config"]["seed"] for r in final) == seeds
     assert all(r["status"] == "ok" for r in final)
     assert time.monotonic() - started < 240, "the fault-injection test is meant to take about a minute"
+
+
+def test_ctrl_c_before_any_run_is_a_short_note_not_a_traceback(cli, write_suite, monkeypatch):
+    import harness.suite
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.suite, "load_suite", interrupted)
+    code, out, err = cli("validate", write_suite("name: ok\n"))
+    assert code == 130
+    assert err.strip() == "interrupted" and "Traceback" not in out + err
