@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Sequence, ge
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
+
+from harness.config import no_bool_for_numbers
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -30,6 +32,8 @@ class Options(BaseModel):
     """Base for every plugin's options: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _no_bool_for_numbers = field_validator("*", mode="before")(classmethod(no_bool_for_numbers))
 
 
 # --------------------------------------------------------------------------- datasets

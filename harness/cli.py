@@ -96,15 +96,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         records = run_suite(runs, out, rerun=args.rerun, show_progress=not args.no_progress)
     except KeyboardInterrupt:
-        report.print_note(
-            f"interrupted: finished runs are kept in {out / 'results.jsonl'}; "
-            f"run the same command again to resume"
-        )
+        report.print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
     report.print_table(records, title=f"{suite.name} ({len(records)} runs)")
     report.print_note(f"results: {out / 'results.jsonl'}")
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
+
+
+def interrupted_note(args: argparse.Namespace, out: Path) -> str:
+    """What was kept, and the command that resumes (finished runs are skipped)."""
+    import shlex
+
+    from harness.results import RESULTS_FILE, read_records
+
+    path = out / RESULTS_FILE
+    kept = len(read_records(path)) if path.is_file() else 0
+    command = ["harness", "run", str(args.suite), "--out", str(out)]
+    for item in args.overrides:
+        command += ["--set", item]
+    for plugin in args.plugins:
+        command += ["--plugin", plugin]
+    return (
+        f"interrupted: {kept} finished run{'s' if kept != 1 else ''} kept in {path}; the run in progress "
+        f"was abandoned. To resume: {shlex.join(command)}"
+    )
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -154,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print_error(str(exc))
         return int(exc.exit_code)
+    except KeyboardInterrupt:  # before any run started (loading, preflight): nothing to keep
+        from harness.report import print_note
+
+        print_note("interrupted")
+        return int(ExitCode.INTERRUPTED)
 
 
 def entry() -> None:  # pragma: no cover - the console script

@@ -8,13 +8,34 @@ against the plugin's own schema when the run is resolved (:mod:`harness.suite`).
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def _numeric_kinds(annotation: Any) -> set[type]:
+    """The number types (int, float, bool) an annotation accepts, through unions and constraints."""
+    if annotation in (int, float, bool):
+        return {annotation}
+    return set().union(*(_numeric_kinds(a) for a in typing.get_args(annotation)))
+
+
+def no_bool_for_numbers(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """``epochs: true`` is a mistake, not 1 epoch (pydantic's lax mode would take it as 1)."""
+    if isinstance(value, bool) and info.field_name in model.model_fields:
+        kinds = _numeric_kinds(model.model_fields[info.field_name].annotation)
+        if kinds and bool not in kinds:
+            kind = "int_type" if int in kinds and float not in kinds else "float_type"
+            raise PydanticCustomError(kind, "Input should be a number, not a boolean")
+    return value
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _no_bool_for_numbers = field_validator("*", mode="before")(classmethod(no_bool_for_numbers))
 
 
 class PluginRef(Strict):

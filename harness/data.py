@@ -103,6 +103,8 @@ class DataFiles:
         chosen = data_dir if data_dir is not None else (env or None)
         self.data_dir = Path(chosen).expanduser() if chosen else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        #: every file handed out by :meth:`path`, in order (errors about a split name them)
+        self.used: list[Path] = []
         if self.data_dir is not None and not self.data_dir.is_dir():
             origin = "data_dir" if data_dir is not None else DATA_DIR_ENV
             raise HarnessError(f"{origin}={self.data_dir}: no such directory")
@@ -123,6 +125,7 @@ class DataFiles:
         dataset's folder; downloaded from ``source`` when missing; a clear error otherwise."""
         found = self.find(relative, directory)
         if found is not None:
+            self.used.append(found)
             return found
         if source is not None and not os.environ.get(OFFLINE_ENV):
             try:
@@ -360,29 +363,32 @@ def read_rows(
     """
     accepted = {columns} if isinstance(columns, int) else (set(columns) if columns else None)
     try:
-        with open(path, encoding=encoding, newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter, quoting=quoting, strict=True)
-            start = 1  # the line the row being read starts on
-            try:
-                for row in reader:
-                    line, start = start, reader.line_num + 1
-                    if header and line == 1:
-                        continue
-                    if not row or row == [""]:
-                        continue
-                    if accepted is not None and len(row) not in accepted:
-                        want = " or ".join(str(c) for c in sorted(accepted))
-                        raise HarnessError(f"{path}:{line}: expected {want} columns, got {len(row)}")
-                    yield line, row
-            except csv.Error as exc:
-                hint = "; an unterminated quote?" if "end of data" in str(exc) or "expected after" in str(exc) else ""
-                raise HarnessError(f"{path}:{start}: malformed row ({exc}{hint})") from None
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}:{_line_of_byte(path, exc.start)}: not valid UTF-8 ({exc.reason})") from None
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HarnessError(f"{path}: is a directory, not a data file") from None
+        f = open(path, encoding=encoding, newline="")
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with f:
+        reader = csv.reader(f, delimiter=delimiter, quoting=quoting, strict=True)
+        end = 0  # the last line of the previous row: a row starts on the line after it
+        try:
+            for row in reader:
+                line, end = end + 1, reader.line_num
+                if header and line == 1:
+                    continue
+                if not row or row == [""]:
+                    continue
+                if accepted is not None and len(row) not in accepted:
+                    want = " or ".join(str(c) for c in sorted(accepted))
+                    raise HarnessError(f"{path}:{line}: expected {want} columns, got {len(row)}")
+                yield line, row
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise HarnessError(
+                    f"{path}:{end + 1}: unterminated quote: the row starting on this line runs to the end of the file"
+                ) from None
+            hint = "; an unterminated quote?" if "expected after" in str(exc) else ""
+            raise HarnessError(f"{path}:{end + 1}: malformed row: {exc}{hint}") from None
+        except UnicodeDecodeError as exc:
+            raise HarnessError(f"{path}:{_line_of_byte(path, exc.start)}: not valid UTF-8 ({exc.reason})") from None
 
 
 def read_header(path: Path, *, delimiter: str, quoting: int, encoding: str = "utf-8-sig") -> list[str]:

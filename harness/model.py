@@ -17,6 +17,7 @@ token vocabulary as bert-base-uncased) unless ``tokenizer:`` names another.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 from functools import lru_cache
@@ -125,13 +126,20 @@ def load_config(model: str, init: str) -> Any:
         return BertConfig(**ARCHITECTURES[model])
     where = locate(model)
     try:
-        config = AutoConfig.from_pretrained(where, **_hub_kwargs(where))
+        config = AutoConfig.from_pretrained(where, trust_remote_code=False, **_hub_kwargs(where))
     except HarnessError:
         raise
     except (OSError, ValueError, KeyError) as exc:
-        raise HarnessError(f"model {model!r}: cannot read its config: {str(exc).splitlines()[0]}") from None
+        raise HarnessError(f"model {model!r}: {_load_problem(exc, 'cannot read its config')}") from None
     check_classification_support(model, config)
     return config
+
+
+def _load_problem(exc: BaseException, what: str) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "custom code" in first or "trust_remote_code" in first:
+        return "refused: it asks to run custom code (auto_map); the harness never runs code from a checkpoint"
+    return f"{what}: {first}"
 
 
 def check_classification_support(model: str, config: Any) -> None:
@@ -141,6 +149,23 @@ def check_classification_support(model: str, config: Any) -> None:
     if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES or not hasattr(config, "hidden_size"):
         raise HarnessError(
             f"model {model!r}: model_type {model_type!r} has no sequence-classification support in transformers"
+        )
+
+
+#: weight files a local checkpoint directory may hold (safetensors first; a torch
+#: checkpoint is only ever loaded with ``weights_only=True``)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights(model: str, init: str) -> None:
+    """A local pretrained checkpoint must hold weights: fail before any run, not in the middle."""
+    if init != "pretrained":
+        return
+    path = Path(locate(model))
+    if path.is_dir() and not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise HarnessError(
+            f"model {model!r}: directory has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
+            "use init: random to time the architecture alone"
         )
 
 
@@ -156,11 +181,11 @@ def load_tokenizer(model: str, init: str, tokenizer: str | None) -> Any:
     name = tokenizer or (EMBEDDED if init == "random" and model in ARCHITECTURES else model)
     where = locate(name)
     try:
-        return AutoTokenizer.from_pretrained(where, **_hub_kwargs(where))
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **_hub_kwargs(where))
     except HarnessError:
         raise
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"tokenizer {name!r}: cannot load: {str(exc).splitlines()[0]}") from None
+        raise HarnessError(f"tokenizer {name!r}: {_load_problem(exc, 'cannot load')}") from None
 
 
 def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> nn.Module:
@@ -176,9 +201,17 @@ def load_backbone(model: str, init: str, attention: str, with_pooler: bool) -> n
         return AutoModel.from_config(config, **kwargs)
     where = locate(model)
     try:
-        return AutoModel.from_pretrained(where, **kwargs, **_hub_kwargs(where))
+        # weights_only: a pickled torch checkpoint can hold code; never unpickle more than tensors
+        return AutoModel.from_pretrained(
+            where, weights_only=True, trust_remote_code=False, **kwargs, **_hub_kwargs(where)
+        )
     except HarnessError:
         raise
+    except pickle.UnpicklingError:
+        raise HarnessError(
+            f"model {model!r}: refused its torch checkpoint: it holds Python objects, not only tensors "
+            "(loaded with weights_only=True; convert it to safetensors)"
+        ) from None
     except OSError as exc:
         first = str(exc).splitlines()[0]
         if "does not appear to have" in first or "no file named" in first:

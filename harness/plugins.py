@@ -20,6 +20,7 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import pkgutil
 import re
@@ -93,7 +94,7 @@ class Registry:
                     raise
                 except Exception as exc:
                     raise HarnessError(
-                        f"plugin '{plugin_name}' ({source}) failed in {hook_name}: {type(exc).__name__}: {exc}"
+                        f"plugin '{plugin_name}' ({source}) failed in {hook_name}: {type(exc).__name__}: {one_line(exc)}"
                     ) from None
 
     def _add(self, family: str, base: type, cls: type, plugin: str, source: str) -> None:
@@ -140,11 +141,41 @@ def _blocked() -> set[str]:
     return {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
 
 
+def _hook_names() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_"))
+
+
 def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    # a function named like a hook but not marked @hookimpl would be silently ignored
+    marker = f"{hookspecs.PROJECT}_impl"
+    for attr in sorted(set(_hook_names()) & set(dir(plugin))):
+        if callable(getattr(plugin, attr)) and not hasattr(getattr(plugin, attr), marker):
+            raise HarnessError(f"plugin '{name}': {attr} is not marked @hookimpl (from harness import hookimpl)")
     try:
         pm.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:  # bad hook signature, name twice
+    except pluggy.PluginValidationError as exc:  # a bad hook signature
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        hook = re.search(r"for hook '(\w+)'", lines[0] if lines else "")
+        spec = getattr(hookspecs, hook.group(1), None) if hook else None
+        if spec is None:
+            raise HarnessError(f"plugin '{name}': {one_line(exc)}") from None
+        expected = f"{spec.__name__}({', '.join(inspect.signature(spec).parameters)})"
+        raise HarnessError(f"plugin '{name}': {'; '.join(lines[1:])}; the hook is {expected}") from None
+    except ValueError as exc:  # the same plugin or name twice
         raise HarnessError(f"plugin '{name}': {one_line(exc)}") from None
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """pluggy's ``check_pending()``, with the plugin's name and a suggestion for a misspelt hook."""
+    for hook_name in sorted(vars(pm.hook)):
+        caller = getattr(pm.hook, hook_name)
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
+                raise HarnessError(f"plugin '{plugin}': " + unknown_name_message("hook", hook_name, _hook_names()))
+    pm.check_pending()  # anything the loop above missed
 
 
 def _import_local(spec: str, base_dir: Path) -> tuple[ModuleType, str]:
@@ -162,12 +193,12 @@ def _import_local(spec: str, base_dir: Path) -> tuple[ModuleType, str]:
         try:
             module_spec.loader.exec_module(module)
         except Exception as exc:
-            raise HarnessError(f"plugin module {path} failed to import: {type(exc).__name__}: {exc}") from None
+            raise HarnessError(f"plugin module {path} failed to import: {type(exc).__name__}: {one_line(exc)}") from None
         return module, str(path)
     try:
         module = importlib.import_module(spec)
     except Exception as exc:
-        raise HarnessError(f"plugin module '{spec}' failed to import: {type(exc).__name__}: {exc}") from None
+        raise HarnessError(f"plugin module '{spec}' failed to import: {type(exc).__name__}: {one_line(exc)}") from None
     return module, getattr(module, "__file__", None) or spec
 
 
@@ -208,7 +239,7 @@ def make_plugin_manager(
                 plugin = ep.load()
             except Exception as exc:
                 raise HarnessError(
-                    f"plugin '{ep.name}' ({origin}) failed to import: {type(exc).__name__}: {exc}; "
+                    f"plugin '{ep.name}' ({origin}) failed to import: {type(exc).__name__}: {one_line(exc)}; "
                     f"uninstall it or set {BLOCK_ENV}={ep.name}"
                 ) from None
             _register(pm, plugin, ep.name)
@@ -223,7 +254,7 @@ def make_plugin_manager(
         sources[name] = f"local module {where}"
 
     try:
-        pm.check_pending()
+        _check_pending(pm)
     except pluggy.PluginValidationError as exc:
         raise HarnessError(one_line(exc)) from None
     return pm, sources

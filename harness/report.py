@@ -12,6 +12,7 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -259,11 +260,13 @@ def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> 
 
 
 def print_error(message: str) -> None:
-    _consoles.err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # one line whatever the message holds; escaped: a user's `[bold]` is text, not markup
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    _consoles.err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_note(message: str) -> None:
-    _consoles.err.print(message, highlight=False, soft_wrap=True)
+    _consoles.err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ validate, plugins

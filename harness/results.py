@@ -1,9 +1,11 @@
 """Run records and the results store: ``<out>/results.jsonl``, one JSON object per run.
 
-Every write replaces the whole file atomically (write a temporary file, fsync, rename),
-so a reader, or a ``kill -9`` at any moment, never sees a partial line. The store keeps
-one record per ``run_id``: a run that is run again replaces its earlier record.
-Reports, comparisons and resume read only this file.
+Every write replaces the whole file atomically (write a temporary file, fsync, rename,
+fsync the directory), so a reader, or a ``kill -9`` at any moment, never sees a partial
+line. The store keeps one record per ``run_id``: a run that is run again replaces its
+earlier record. Each write holds an advisory lock on ``<out>/.results.lock`` and merges
+with what is on disk, so two processes sharing an output directory never drop each
+other's records. Reports, comparisons and resume read only this file.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import contextlib
 import json
 import os
 import tempfile
+from typing import Iterator
 from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import HarnessError
 
 RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".results.lock"
+TMP_PREFIX = ".results-"
 #: statuses that count as finished: resume skips them (``--rerun`` forces them)
 FINISHED = ("ok", "diverged")
 
@@ -72,11 +77,42 @@ class ResultsStore:
         return record is not None and record.get("status") in FINISHED
 
     def add(self, record: dict[str, Any]) -> None:
-        self.records[record["run_id"]] = record
-        self._write(self.records.values())
+        with self._locked():
+            # merge with the file as it is now: another process may have added or replaced runs
+            if self.path.exists():
+                self.records.update((r["run_id"], r) for r in read_records(self.path))
+            self.records[record["run_id"]] = record
+            self._write(self.records.values())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive advisory lock for one read-merge-write (a no-op without fcntl)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(self.dir / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                # temporary files left by a writer killed mid-write (no writer holds the lock now)
+                for stale in self.dir.glob(f"{TMP_PREFIX}*.tmp"):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write(self, records: Iterable[dict[str, Any]]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=self.dir)
+        try:
+            self._replace(records)
+        except OSError as exc:  # disk full, directory gone or read-only: the old file is intact
+            raise HarnessError(
+                f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
+            ) from None
+
+    def _replace(self, records: Iterable[dict[str, Any]]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 for record in records:
@@ -84,7 +120,21 @@ class ResultsStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            _fsync_dir(self.dir)  # the rename itself survives a power cut
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse
+        pass
+    finally:
+        os.close(fd)

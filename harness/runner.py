@@ -24,28 +24,39 @@ import torch
 
 from harness.errors import HarnessError
 from harness.measure import environment
-from harness.model import load_config, load_tokenizer, max_positions
+from harness.model import check_weights, load_config, load_tokenizer, max_positions
 from harness.report import RichProgress
 from harness.results import ResultsStore
 from harness.suite import ResolvedRun
-from harness.train import fit, make_dataset
+from harness.train import fit, load_split, make_dataset
 
 
 def preflight(runs: Sequence[ResolvedRun]) -> None:
     checked: set[tuple] = set()
     for run in runs:
         cfg = run.config
-        config = load_config(cfg.model, cfg.init)
+        try:
+            config = load_config(cfg.model, cfg.init)
+            check_weights(cfg.model, cfg.init)
+        except HarnessError as exc:
+            raise HarnessError(f"{run.where('model')}: {exc}") from None
         limit = max_positions(config)
         if limit is not None and cfg.max_len > limit:
             raise HarnessError(
                 f"{run.where('max_len')}: MAX_LEN {cfg.max_len} is above the model's position limit "
                 f"({limit}, max_position_embeddings of {cfg.model!r})"
             )
-        load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
-        data_key = (cfg.dataset.name, repr(cfg.dataset.options), cfg.data_dir)
+        try:
+            load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
+        except HarnessError as exc:
+            raise HarnessError(f"{run.where('tokenizer' if cfg.tokenizer else 'model')}: {exc}") from None
+        data_key = (cfg.dataset.name, repr(cfg.dataset.options), cfg.data_dir, cfg.eval_split)
         if data_key not in checked:
-            make_dataset(run).check()
+            dataset = make_dataset(run)
+            dataset.check()
+            # read both splits now: a broken row fails in a second, not after hours of runs
+            for split in ("train", cfg.eval_split):
+                load_split(run, dataset, split)
             checked.add(data_key)
 
 
@@ -75,20 +86,23 @@ def _is_oom(exc: BaseException) -> bool:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the suite the way Ctrl-C does (KeyboardInterrupt at a clean point)."""
+    """SIGTERM (and SIGINT, even where a background shell ignores it) stop the suite the way
+    Ctrl-C does: KeyboardInterrupt at the next bytecode, the run in flight abandoned."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def label(run: ResolvedRun) -> str:

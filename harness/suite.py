@@ -25,6 +25,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -120,12 +121,20 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         raise HarnessError(f"{path}: is a directory, not a suite file") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"{mark.line + 1}:" if mark is not None else ""
+        tag = re.search(r"constructor for the tag '([^']+)'", exc.problem or "")
+        if isinstance(exc, yaml.constructor.ConstructorError) and tag:
+            raise HarnessError(
+                f"{path}:{line} refused YAML tag '{tag.group(1)}': suites are plain data, read with the "
+                "safe loader (no python objects)"
+            ) from None
         problem = exc.problem or exc.context or "malformed YAML"
         raise HarnessError(f"{path}:{line} malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:

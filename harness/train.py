@@ -79,9 +79,13 @@ def load_split(run: ResolvedRun, dataset: Dataset, split: str) -> SplitData:
     name = run.config.dataset.name
     if split not in dataset.splits:
         raise HarnessError(f"dataset '{name}' has no {split} split (it has {', '.join(dataset.splits)})")
+    used = getattr(dataset.files, "used", [])
+    first = len(used)
     examples = dataset.load(split)
     if not examples:
-        raise HarnessError(f"dataset '{name}': the {split} split is empty")
+        read = ", ".join(dict.fromkeys(str(p) for p in used[first:]))
+        raise HarnessError(f"{read}: no examples in the {split} split of dataset '{name}'" if read
+                           else f"dataset '{name}': the {split} split is empty")
     for i, ex in enumerate(examples):
         if not 0 <= ex.label < dataset.num_labels:
             raise HarnessError(

@@ -31,7 +31,7 @@ def test_validate_prints_the_expanded_runs_and_runs_nothing(cli, write_suite, tm
         ("name: x\ndefaults: {max_len: [64\n", [], {}, "malformed YAML"),
         ("name: x\ndefaults: {dataset: colaa}\n", [], {}, "unknown dataset 'colaa'. Did you mean 'cola'?"),
         ("name: x\n", [], {"HARNESS_DATA_DIR": "/no/such/dir"}, "HARNESS_DATA_DIR=/no/such/dir: no such directory"),
-        ("name: x\n", [], {"HARNESS_DATA_DIR": "{tmp}"}, "dataset 'cola': missing file raw/in_domain_train.tsv"),
+        ("name: x\n", [], {"HARNESS_DATA_DIR": "{tmp}"}, "dataset 'cola': missing raw/in_domain_train.tsv"),
         ("name: x\ndefaults: {model: /no/such/model}\n", [], {}, "model '/no/such/model': no such checkpoint directory"),
         ("name: x\ndefaults: {model: some-org/not-cached-model}\n", [], {},
          "model 'some-org/not-cached-model': not a local directory, not in the Hugging Face cache"),

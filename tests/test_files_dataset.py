@@ -106,7 +106,7 @@ labels: [1, 5]
         ("review,stars\n", r"dev\.csv:1: no data rows \(the validation split is empty\)"),
         (b'review,stars\n"ok",5\n"caf\xe9",1\n', r"dev\.csv:3: not valid UTF-8"),
         ('text,stars\n"ok",5\n', r"dev\.csv:1: no column 'review' \(columns: text, stars\)"),
-        ('review,stars\n"ok",5\n"never closed,1\n"fine",5\n', r"dev\.csv:3: malformed row .*unterminated quote"),
+        ('review,stars\n"ok",5\n"never closed,1\n"fine",5\n', r"dev\.csv:3: malformed row.*unterminated quote"),
     ],
     ids=["column-count", "label-outside", "empty", "not-utf8", "missing-column", "unterminated-quote"],
 )
