@@ -95,7 +95,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def label(run: ResolvedRun) -> str:
     cfg = run.config
-    return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}"
+    procs = distributed.world_size(cfg)
+    return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}" + (
+        f" x{procs} processes" if procs > 1 else ""
+    )
 
 
 def run_suite(

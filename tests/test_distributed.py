@@ -18,7 +18,7 @@ from conftest import SHARED_DATA, tiny_sets
 from harness.base import Encoded, StrategyOptions
 from harness.builtin.fixed import Fixed
 from harness.config import RunConfig
-from harness.distributed import torchrun_args
+from harness.distributed import failure_reason, torchrun_args
 from harness.suite import run_id
 
 #: every run is stopped (and failed) after this many seconds: a hang cannot stall the tests
@@ -217,3 +217,46 @@ def test_evaluation_shards_cover_the_split_once(fixed):
         [b.index.numpy() for r in range(4) for b in fixed.batches(enc, 4, seed=None, rank=r, world_size=4)]
     )
     assert sorted(seen) == list(range(21))
+
+
+# ------------------------------------------------------------------- the reason of a failure
+
+TORCHRUN_SUMMARY = """
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-01-01_00:00:00
+  host      : node0
+  rank      : {rank} (local_rank: {rank})
+  exitcode  : {code} (pid: 123)
+"""
+
+
+def _error_file(workdir: Path, rank: int, message: str, usage: bool = False, at: float = 0.0) -> None:
+    data = {"rank": rank, "usage": usage, "message": message, "time": at}
+    (workdir / f"error-rank{rank}.json").write_text(json.dumps(data))
+
+
+def test_failure_reason_names_the_first_rank_that_failed(tmp_path):
+    killed = TORCHRUN_SUMMARY.format(rank=3, code=-9)
+    assert failure_reason(tmp_path, killed, 1) == (
+        False, "worker died: rank 3 was killed by SIGKILL without a Python error; the other ranks were stopped"
+    )
+    # the root cause's own error wins over the errors it caused on the other ranks
+    _error_file(tmp_path, 0, "RuntimeError: Connection closed by peer", at=2.0)
+    _error_file(tmp_path, 1, "out of memory: CUDA out of memory", at=1.0)
+    assert failure_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=1, code=1), 1) == (
+        False, "worker failed: rank 1: out of memory: CUDA out of memory"
+    )
+    # without torchrun's summary: the earliest error
+    assert failure_reason(tmp_path, "", 1) == (False, "worker failed: rank 1: out of memory: CUDA out of memory")
+
+
+def test_failure_reason_keeps_a_user_mistake_a_user_mistake(tmp_path):
+    _error_file(tmp_path, 0, "dataset 'cola' has no test split", usage=True)
+    assert failure_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=0, code=1), 1) == (
+        True, "dataset 'cola' has no test split"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert failure_reason(empty, "garbage", 7) == (False, "worker failed: torchrun exited with code 7 (see its log)")
