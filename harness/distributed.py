@@ -26,15 +26,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.config import Launcher, RunConfig
+    from harness.suite import ResolvedRun
 
 SPEC, RECORD, EVENTS, RANK0 = "spec.json", "record.json", "events.jsonl", "rank0"
 ERROR_GLOB = "error-rank*.json"
@@ -129,11 +133,11 @@ def _comm_device() -> torch.device:
 # ---------------------------------------------------------------- the parent: checks, launch
 
 
-def world_size(config: Any) -> int:
+def world_size(config: RunConfig) -> int:
     return config.launcher.nproc * config.launcher.nnodes
 
 
-def check(run: Any) -> None:
+def check(run: ResolvedRun) -> None:
     """Preflight: what would make a data-parallel run fail only after it started."""
     cfg, launcher = run.config, run.config.launcher
     ws = world_size(cfg)
@@ -162,7 +166,7 @@ def check(run: Any) -> None:
         )
 
 
-def torchrun_args(launcher: Any, run_id: str) -> list[str]:
+def torchrun_args(launcher: Launcher, run_id: str) -> list[str]:
     """torchrun's options for one run (one rendezvous per run, so each gets a fresh group)."""
     args = ["--nproc-per-node", str(launcher.nproc), "--max-restarts", "0"]
     if launcher.nnodes == 1 and not launcher.rdzv_endpoint:
@@ -175,7 +179,7 @@ def torchrun_args(launcher: Any, run_id: str) -> list[str]:
     ]
 
 
-def local_plugins(run: Any) -> list[str]:
+def local_plugins(run: ResolvedRun) -> list[str]:
     """The local plugin modules (suite ``plugins:`` / ``--plugin``) the run's plugins come
     from, as the workers must load them: a module name, or the path of a ``.py`` file."""
     out: list[str] = []
@@ -195,7 +199,7 @@ def local_plugins(run: Any) -> list[str]:
     return out
 
 
-def launch(run: Any, out_dir: Path, progress: Any) -> dict[str, Any] | None:
+def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | None:
     """Run ``run`` under torchrun; its record (``failed`` when a worker died), or None on a
     node of a multi-node run that does not hold rank 0 (that node's parent records it)."""
     from harness.runner import failed_record
@@ -233,7 +237,6 @@ def launch(run: Any, out_dir: Path, progress: Any) -> dict[str, Any] | None:
         shutil.copyfile(log, kept)
         record = failed_record(run, reason, started)
         record["log"] = str(kept)
-        record["world_size"] = world_size(run.config)
         return record
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

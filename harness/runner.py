@@ -60,6 +60,7 @@ def failed_record(run: ResolvedRun, reason: str, started: dt.datetime) -> dict[s
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": run.record_config(),
         "env": environment(torch.device(run.config.device)),
+        "world_size": distributed.world_size(run.config),
         "epochs": [],
         "metrics": {},
     }

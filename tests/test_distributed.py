@@ -18,7 +18,7 @@ from conftest import SHARED_DATA, tiny_sets
 from harness.base import Encoded, StrategyOptions
 from harness.builtin.fixed import Fixed
 from harness.config import RunConfig
-from harness.distributed import failure_reason, torchrun_args
+from harness.distributed import EventProgress, _forward_events, _supervise, failure_reason, torchrun_args
 from harness.suite import run_id
 
 #: every run is stopped (and failed) after this many seconds: a hang cannot stall the tests
@@ -260,3 +260,42 @@ def test_failure_reason_keeps_a_user_mistake_a_user_mistake(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert failure_reason(empty, "garbage", 7) == (False, "worker failed: torchrun exited with code 7 (see its log)")
+
+
+# ----------------------------------------------------------------- the parent's supervision
+
+
+def test_workers_past_the_timeout_are_stopped(tmp_path):
+    import sys
+    import time
+
+    started = time.monotonic()
+    with open(tmp_path / "log", "wb") as log:
+        code, timed_out = _supervise(
+            [sys.executable, "-c", "import time; time.sleep(120)"], {}, log, tmp_path / "events", None, timeout=0.5
+        )
+    assert timed_out and code != 0
+    assert time.monotonic() - started < 30
+
+
+def test_rank_0_progress_reaches_the_parent_progress_bars(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            return lambda *args: self.calls.append((name, *args))
+
+    events = tmp_path / "events.jsonl"
+    worker = EventProgress(events)
+    worker.start_epoch(1, 2, 4)
+    for _ in range(4):
+        worker.advance()
+    worker.end_epoch({"train_seconds": 1.5, "train_loss": 0.7, "metrics": {"mcc": 0.1}})
+    parent = Recorder()
+    offset = _forward_events(events, 0, parent)
+    worker.close()
+    assert parent.calls[0] == ("start_epoch", 1, 2, 4)
+    assert sum(c[1] for c in parent.calls if c[0] == "advance") == 4  # batched, none lost
+    assert parent.calls[-1] == ("end_epoch", {"train_seconds": 1.5, "train_loss": 0.7, "metrics": {"mcc": 0.1}})
+    assert _forward_events(events, offset, parent) == offset  # nothing replayed twice
