@@ -143,8 +143,9 @@ class TokenizerStrategy:
     The base class tokenizes, truncates (``options.truncation``), adds special tokens and
     collates; a strategy decides two things by overriding :meth:`order` (which examples
     go together, in what order) and :meth:`pad_to` (the padded length of a batch).
-    Under data parallelism :meth:`batches` first gives each rank an equal shard, then
-    orders within it, so every rank runs the same number of steps.
+    Under data parallelism :meth:`batches` orders the whole split into global batches,
+    as one process would, and gives each rank its share of every one, so every rank runs
+    the same number of steps and together they take the steps one process would.
     """
 
     name: ClassVar[str]
@@ -222,24 +223,23 @@ class TokenizerStrategy:
     ) -> list[Batch]:
         """The batches of one epoch (``seed`` given) or of an evaluation (``seed=None``).
 
-        With ``world_size > 1`` each rank gets an equal shard (training: a seeded
-        permutation, padded by repetition as DistributedSampler does; evaluation:
-        strided, unpadded) and batches it with ``batch_size`` (the per-rank size).
+        ``batch_size`` is this rank's share of the batch. With ``world_size > 1``, training
+        orders the whole split into global batches of ``batch_size x world_size`` exactly
+        as one process would (same seed, same :meth:`order`), and each rank takes every
+        ``world_size``-th example of each, a short last batch padded by repetition as
+        DistributedSampler does: every rank runs the same number of steps, and the ranks
+        together take the same optimiser steps as one process with the global batch.
+        Evaluation gives each rank a strided shard, unpadded.
         """
-        n = len(encoded)
-        positions = np.arange(n)
-        rng = None
-        if seed is not None:
-            rng = np.random.default_rng([seed, epoch])
-            if world_size > 1:
-                perm = rng.permutation(n)
-                per_rank = -(-n // world_size)
-                perm = np.resize(perm, per_rank * world_size)
-                positions = perm[rank::world_size]
-        elif world_size > 1:
-            positions = positions[rank::world_size]
-        groups = self.order(encoded.lengths[positions], batch_size, rng)
-        return [self.collate(encoded, positions[g]) for g in groups]
+        if seed is None:
+            positions = np.arange(len(encoded))[rank::world_size]
+            groups = self.order(encoded.lengths[positions], batch_size, None)
+            return [self.collate(encoded, positions[g]) for g in groups]
+        rng = np.random.default_rng([seed, epoch])
+        groups = self.order(encoded.lengths, batch_size * world_size, rng)
+        if world_size > 1:
+            groups = [np.resize(g, -(-len(g) // world_size) * world_size)[rank::world_size] for g in groups]
+        return [self.collate(encoded, g) for g in groups]
 
     def num_batches(self, n: int, batch_size: int, world_size: int = 1) -> int:
         per_rank = -(-n // world_size)

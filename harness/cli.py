@@ -25,9 +25,23 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
         help="override a config key for every run (dotted keys, YAML values): --set max_len=64; repeatable",
     )
     p.add_argument(
+        "--nproc", type=_positive_int, metavar="N",
+        help="data-parallel processes per run (one per GPU) through torchrun; same as --set launcher.nproc=N",
+    )
+    p.add_argument(
         "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH",
         help="load a local plugin module (a module name or a .py file); repeatable",
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +85,8 @@ def _load(args: argparse.Namespace):
 
     suite = load_suite(args.suite)
     overrides = parse_set(args.overrides)
+    if args.nproc is not None:
+        overrides["launcher.nproc"] = args.nproc
     # suite-named modules are relative to the suite file, --plugin ones to the working directory
     local = [*suite.plugins, *(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugins)]
     registry = load_registry(local, base_dir=suite.path.parent)

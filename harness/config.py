@@ -63,6 +63,19 @@ class DatasetRef(PluginRef):
     subset: Subset = Field(default_factory=Subset)
 
 
+class Launcher(Strict):
+    """How a run's processes are started: one, in the ``harness run`` process (the default),
+    or data-parallel workers through torchrun (see docs/distributed.md). ``batch_size``
+    stays the global batch: each of the ``nproc x nnodes`` ranks takes its share."""
+
+    nproc: PositiveInt = Field(1, description="processes per node, one GPU each (torchrun --nproc-per-node)")
+    nnodes: PositiveInt = Field(1, description="nodes (torchrun --nnodes); more than 1 needs rdzv_endpoint")
+    rdzv_endpoint: str | None = Field(None, description="host:port every node reaches (torchrun --rdzv-endpoint)")
+    rdzv_backend: str = Field("c10d", description="torchrun --rdzv-backend")
+    rdzv_id: str | None = Field(None, description="job id shared by the nodes; each run meets as <rdzv_id>-<run_id>")
+    timeout: float | None = Field(None, gt=0, description="seconds; workers still running then are stopped, the run failed")
+
+
 class RunConfig(Strict):
     """One run: model, data, strategy, head, and the fine-tuning loop's settings."""
 
@@ -93,3 +106,4 @@ class RunConfig(Strict):
     warmup_batches: int = Field(2, ge=0, description="untimed steps before the first epoch (weights unchanged)")
     eval_split: Literal["validation", "test"] = "validation"
     data_dir: str | None = Field(None, description="default: $HARNESS_DATA_DIR, then the cache")
+    launcher: Launcher = Field(default_factory=Launcher, description="data-parallel workers through torchrun")

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from harness import distributed
 from harness.errors import HarnessError
 from harness.measure import environment
 from harness.model import check_weights, load_config, load_tokenizer, max_positions
@@ -35,6 +36,7 @@ def preflight(runs: Sequence[ResolvedRun]) -> None:
     checked: set[tuple] = set()
     for run in runs:
         cfg = run.config
+        distributed.check(run)
         try:
             config = load_config(cfg.model, cfg.init)
             check_weights(cfg.model, cfg.init)
@@ -69,6 +71,7 @@ def failed_record(run: ResolvedRun, reason: str, started: dt.datetime) -> dict[s
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": run.record_config(),
         "env": environment(torch.device(run.config.device)),
+        "world_size": distributed.world_size(run.config),
         "epochs": [],
         "metrics": {},
     }
@@ -107,7 +110,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def label(run: ResolvedRun) -> str:
     cfg = run.config
-    return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}"
+    procs = distributed.world_size(cfg)
+    return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}" + (
+        f" x{procs} processes" if procs > 1 else ""
+    )
 
 
 def run_suite(
@@ -123,7 +129,10 @@ def run_suite(
             progress.start_run(label(run))
             started = dt.datetime.now(dt.timezone.utc)
             try:
-                record = fit(run, progress)
+                if distributed.world_size(run.config) == 1:
+                    record = fit(run, progress)
+                else:  # data-parallel workers through torchrun
+                    record = distributed.launch(run, out_dir, progress)
             except (HarnessError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a fault of this run: record it, go on with the suite
@@ -135,6 +144,9 @@ def run_suite(
                 record["log"] = str(log)
             finally:
                 _free_memory()
+            if record is None:  # a node of a multi-node run without rank 0: that node records it
+                progress.end_run("ok")
+                continue
             store.add(record)
             progress.end_run(record["status"])
     return [store.records[r.run_id] for r in runs if r.run_id in store.records]

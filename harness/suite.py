@@ -41,8 +41,11 @@ from harness.plugins import FAMILIES, Registered, Registry, unknown_name_message
 
 SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu")
 PLUGIN_KEYS = tuple(FAMILIES)  # dataset, strategy, head
-#: config keys that do not change what a run measures, left out of its run_id
-NOT_IN_RUN_ID = ("data_dir",)
+#: config keys that do not change what a run measures, left out of its run_id (dotted: nested)
+NOT_IN_RUN_ID = (
+    "data_dir",
+    "launcher.rdzv_endpoint", "launcher.rdzv_backend", "launcher.rdzv_id", "launcher.timeout",
+)
 
 
 # ------------------------------------------------------------------------ the loaded suite
@@ -432,6 +435,10 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
 
 def run_id(config: RunConfig) -> str:
     """A stable hash of the resolved config: the same run gets the same id on every machine."""
-    data = config.model_dump(mode="json", exclude=set(NOT_IN_RUN_ID))
+    exclude: dict[str, Any] = {}
+    for key in NOT_IN_RUN_ID:
+        top, _, sub = key.partition(".")
+        exclude[top] = exclude.get(top, set()) | {sub} if sub else True
+    data = config.model_dump(mode="json", exclude=exclude)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from harness import metrics as metric_lib
 from harness.base import Dataset, Encoded, Example, TokenizerStrategy
 from harness.data import DataFiles
+from harness.distributed import SINGLE, Group, current
 from harness.errors import HarnessError
 from harness.measure import Clock, environment, peak_memory_bytes, reset_peak_memory, train_flops
 from harness.model import build_classifier, count_parameters, load_tokenizer
@@ -128,18 +129,21 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model, strategy: TokenizerStrategy, encoded: Encoded, batch_size: int, device, precision) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions) in the split's order."""
+def evaluate(
+    model, strategy: TokenizerStrategy, encoded: Encoded, batch_size: int, device, precision, group: Group = SINGLE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) in the split's order; each rank predicts its shard, all gather."""
     model.eval()
-    preds, order = [], []
-    for batch in strategy.batches(encoded, batch_size, seed=None):
+    # start from empty tensors: a rank may have no examples of a tiny split
+    preds, order = [torch.empty(0, dtype=torch.long, device=device)], [torch.empty(0, dtype=torch.long)]
+    for batch in strategy.batches(encoded, batch_size, seed=None, **group.shard):
         b = batch.to(device, non_blocking=True)
         with _autocast(device, precision):
             logits = model(b.input_ids, b.attention_mask, b.token_type_ids)
         preds.append(logits.argmax(-1))
         order.append(batch.index)
     predictions = torch.cat(preds).cpu().numpy()
-    index = torch.cat(order).numpy()
+    index, predictions = group.gather(torch.cat(order).numpy(), predictions)
     out = np.empty_like(predictions)
     out[index] = predictions
     return encoded.labels, out
@@ -150,7 +154,8 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     cfg = run.config
     started = dt.datetime.now(dt.timezone.utc)
-    device = torch.device(cfg.device)
+    group = current()  # under torchrun: this rank's place; else one process
+    device = group.device(cfg.device)
     precision = cfg.precision
     _set_matmul_precision(device, precision)
 
@@ -170,7 +175,8 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
         trainable, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
         fused=device.type == "cuda" or None,
     )
-    steps_per_epoch = strategy.num_batches(len(enc_train), cfg.batch_size)
+    batch_size = group.per_rank(cfg.batch_size)  # cfg.batch_size is the global batch
+    steps_per_epoch = strategy.num_batches(len(enc_train), batch_size, group.world_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_ratio * total_steps)
     schedule = lambda step: (  # noqa: E731 - the linear schedule of the tutorial
@@ -179,8 +185,9 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    forward = torch.compile(model, dynamic=True) if cfg.compile else model
-    eval_batch_size = cfg.eval_batch_size or cfg.batch_size
+    forward = group.wrap(model, device)  # DistributedDataParallel when there are several ranks
+    forward = torch.compile(forward, dynamic=True) if cfg.compile else forward
+    eval_batch_size = -(-(cfg.eval_batch_size or cfg.batch_size) // group.world_size)
     clock = Clock(device)
 
     def step(batch) -> torch.Tensor:
@@ -194,17 +201,17 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
     # that leave the weights as they were; the RNG is reseeded so results do not depend on it.
     model.train()
     clock.start()
-    for batch in strategy.batches(enc_train, cfg.batch_size, seed=cfg.seed, epoch=0)[: cfg.warmup_batches]:
+    for batch in strategy.batches(enc_train, batch_size, seed=cfg.seed, epoch=0, **group.shard)[: cfg.warmup_batches]:
         step(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
-    warmup_seconds = clock.stop() if cfg.warmup_batches else 0.0
-    seed_everything(cfg.seed)
+    warmup_seconds = group.max(clock.stop()) if cfg.warmup_batches else 0.0
+    seed_everything(cfg.seed + group.rank)  # each rank its own dropout
 
     seq_tokens = int((enc_train.lengths.astype(np.int64) ** 2).sum())
     epochs: list[dict[str, Any]] = []
     status, error = "ok", None
     for epoch in range(cfg.epochs):
-        batches = strategy.batches(enc_train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        batches = strategy.batches(enc_train, batch_size, seed=cfg.seed, epoch=epoch, **group.shard)
         progress.start_epoch(epoch + 1, cfg.epochs, len(batches))
         reset_peak_memory(device)
         model.train()
@@ -225,12 +232,14 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
             real += batch.real_tokens
             padded += batch.padded_tokens
             progress.advance()
-        train_seconds = clock.stop()
-        train_loss = float(loss_sum) / max(1, len(batches))
+        # the slowest rank's time; the mean loss and the total tokens of all ranks
+        train_seconds = group.max(clock.stop())
+        train_loss = group.mean(float(loss_sum) / max(1, len(batches)))
+        real, padded = group.sum(real), group.sum(padded)
 
         clock.start()
-        labels, predictions = evaluate(model, strategy, enc_eval, eval_batch_size, device, precision)
-        eval_seconds = clock.stop()
+        labels, predictions = evaluate(model, strategy, enc_eval, eval_batch_size, device, precision, group)
+        eval_seconds = group.max(clock.stop())
         scores = metric_lib.compute(dataset.metrics, labels, predictions)
         record = {
             "epoch": epoch + 1,
@@ -241,7 +250,7 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
             "real_tokens": real,
             "padded_tokens": padded,
             "train_flops": train_flops(params["matmul_parameters"], real, _layers(model), _hidden(model), seq_tokens),
-            "peak_memory_bytes": peak_memory_bytes(device),
+            "peak_memory_bytes": int(group.max(peak_memory_bytes(device))),
             "metrics": scores,
         }
         epochs.append(record)
@@ -258,6 +267,7 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": run.record_config(),
         "env": environment(device),
+        "world_size": group.world_size,
         "model_info": params,
         "data": {"train": train.info, cfg.eval_split: held_out.info, "labels": list(dataset.labels)},
         "main_metric": dataset.metrics[0],

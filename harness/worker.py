@@ -1,0 +1,101 @@
+"""One rank of a data-parallel run: what ``torchrun ... -m harness.worker WORKDIR`` starts.
+
+It reads the resolved run the parent wrote (``WORKDIR/spec.json``), looks its plugins up
+again (built-ins, entry points, and the local modules the run's plugins came from), joins
+the process group torchrun describes in the environment (NCCL on GPUs, gloo on the CPU)
+and calls :func:`harness.train.fit`. Rank 0 writes the record and the progress events.
+A rank that fails writes ``error-rank<N>.json`` (its traceback goes to torchrun's log)
+and exits non-zero; torchrun then stops the other ranks. See :mod:`harness.distributed`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.distributed import ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventProgress
+
+
+def rebuild_run(spec: dict[str, Any]):
+    """The :class:`~harness.suite.ResolvedRun` the parent resolved, from its recorded config."""
+    from harness.config import RunConfig
+    from harness.plugins import load_registry
+    from harness.suite import PLUGIN_KEYS, ResolvedRun
+
+    registry = load_registry(spec["plugins"], base_dir=Path.cwd())
+    config = RunConfig.model_validate(spec["config"])
+    parts: list[Any] = []
+    for family in PLUGIN_KEYS:
+        entry = registry.get(family, getattr(config, family).name)
+        parts += [entry, entry.cls.Options.model_validate(getattr(config, family).options)]
+    return ResolvedRun(0, config, *parts, spec["run_id"])
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker if torchrun dies (so a killed launcher leaves none)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    os.replace(tmp, path)  # the parent never reads half a file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    workdir = Path(argv[0])
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    _die_with_parent()
+    if rank == 0:
+        (workdir / RANK0).touch()  # this node records the run
+    progress = None
+    try:
+        import torch
+        import torch.distributed as dist
+
+        from harness.train import fit
+
+        run = rebuild_run(json.loads((workdir / SPEC).read_text(encoding="utf-8")))
+        if run.config.device == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
+        progress = EventProgress(workdir / EVENTS) if rank == 0 else None
+        record = fit(run, progress)
+        if rank == 0:
+            _write_json(workdir / RECORD, record)
+        dist.destroy_process_group()
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit non-zero
+        from harness.errors import HarnessError
+        from harness.runner import _first_line, _is_oom
+
+        usage = isinstance(exc, HarnessError)
+        if usage:
+            message = str(exc)
+        elif _is_oom(exc):
+            message = f"out of memory: {_first_line(exc)}"
+        else:
+            message = f"{type(exc).__name__}: {_first_line(exc)}"
+        name = ERROR_GLOB.replace("*", str(rank))
+        _write_json(workdir / name, {"rank": rank, "usage": usage, "message": message, "time": time.time()})
+        traceback.print_exc()
+        return 1
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
