@@ -1,4 +1,4 @@
-"""The command line: ``harness run | validate | plugins | analyze``.
+"""The command line: ``harness run | validate | plugins | analyze | report | compare``.
 
 User mistakes raise :class:`HarnessError`; they are caught once, here, printed as one red
 line without a traceback, and exit with code 2. A suite in which a run failed or
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help=f"output directory (default: {DEFAULT_OUT_ROOT}/<suite name>)")
     run.add_argument("--rerun", action="store_true", help="run again the runs already recorded in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-plot", action="store_true", help="do not write <out>/plot.png")
 
     validate = sub.add_parser("validate", help="check a suite and print its expanded runs; runs nothing")
     _add_suite_args(validate)
@@ -76,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a dataset option (YAML value): --option train=my.csv; repeatable")
     analyze.add_argument("--data-dir", default=None, help="data directory (default: $HARNESS_DATA_DIR, then the cache)")
     analyze.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
+
+    rep = sub.add_parser("report", help="re-render the table (and a plot) from a results directory")
+    rep.add_argument("dir", help="a results directory (or its results.jsonl)")
+    rep.add_argument("--format", choices=("table", "md", "csv"), default="table",
+                     help="table (default), md: markdown for a README or a PR, csv: plain numbers")
+    rep.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
+    rep.add_argument("--plot", metavar="PNG", help="also draw epoch time and the main metric against a swept key")
+    rep.add_argument("--x", metavar="KEY", help="the plot's x axis (default: max_len, or the swept numeric key)")
+    rep.add_argument("--group", metavar="KEY", action="append",
+                     help="one plot line per value of KEY (default: every other key that varies); repeatable")
+
+    cmp = sub.add_parser("compare", help="compare two results directories run by run; exit 1 on a regression")
+    cmp.add_argument("base", help="the baseline results directory")
+    cmp.add_argument("new", help="the results directory to check")
+    cmp.add_argument("--max-slowdown", metavar="PCT", help="fail when a run's epoch time grows by more, e.g. 10%%")
+    cmp.add_argument("--max-metric-drop", metavar="X", help="fail when a run's metric drops by more, e.g. 0.02")
+    cmp.add_argument("--metric", help="the metric to compare (default: each dataset's main metric)")
+    cmp.add_argument("--format", choices=("table", "md", "csv"), default="table")
     return parser
 
 
@@ -110,12 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
     preflight(runs)
     try:
-        records = run_suite(runs, out, rerun=args.rerun, show_progress=not args.no_progress)
+        records = run_suite(runs, out, rerun=args.rerun, show_progress=not args.no_progress, suite_name=suite.name)
     except KeyboardInterrupt:
         report.print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
-    report.print_table(records, title=f"{suite.name} ({len(records)} runs)")
+    report.print_table(records, title=report.table_title(records, suite.name))
     report.print_note(f"results: {out / 'results.jsonl'}")
+    if not args.no_plot:
+        _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
 
@@ -137,6 +158,91 @@ def interrupted_note(args: argparse.Namespace, out: Path) -> str:
         f"interrupted: {kept} finished run{'s' if kept != 1 else ''} kept in {path}; the run in progress "
         f"was abandoned. To resume: {shlex.join(command)}"
     )
+
+
+def _plot_after_run(records, path: Path, title: str) -> None:
+    """A suite that sweeps a numeric key (MAX_LEN, ...) gets its plot; a plot that cannot
+    be drawn is a note, never a failed suite."""
+    from harness import plot, report
+
+    if plot.sweep_key(records) is None:
+        return
+    try:
+        plot.write_plot(records, path, title=title)
+    except HarnessError as exc:
+        report.print_note(f"no plot: {exc}")
+        return
+    report.print_note(f"plot: {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness import report
+    from harness.results import read_records
+
+    if (args.x or args.group) and not args.plot:
+        raise HarnessError("--x and --group shape the plot; add --plot FILE.png")
+    if args.output and args.format == "table":
+        raise HarnessError("--output writes md or csv; add --format md or --format csv")
+    records = read_records(args.dir)
+    fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
+    title = report.table_title(records, fallback)
+    if args.format == "table":
+        report.print_table(records, title=title)
+    else:
+        text = report.markdown_table(records, title) if args.format == "md" else report.csv_table(records)
+        if args.output:
+            _write_text(Path(args.output), text)
+            report.print_note(f"{args.format}: {args.output}")
+        else:
+            report.print_text(text)
+    if args.plot:
+        from harness import plot
+
+        plot.write_plot(records, args.plot, x=args.x, group=args.group, title=report.suite_names(records, fallback))
+        report.print_note(f"plot: {args.plot}")
+    return ExitCode.OK
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"--output {path}: cannot write it ({exc.strerror})") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness import compare as cmp
+    from harness import report
+    from harness.results import read_records
+
+    max_slowdown = cmp.parse_slowdown(args.max_slowdown) if args.max_slowdown is not None else None
+    max_drop = cmp.parse_drop(args.max_metric_drop) if args.max_metric_drop is not None else None
+    base, new = read_records(args.base), read_records(args.new)
+    for where, records in ((args.base, base), (args.new, new)):
+        if not records:
+            raise HarnessError(f"{where}: the results file holds no runs")
+    comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric)
+    header, cells, styles, right_from = cmp.cells(comp)
+    if args.format == "md":
+        report.print_text(report.markdown(header, cells, right_from))
+    elif args.format == "csv":
+        report.print_text(report.csv_text(header, cells))
+    else:
+        report.print_cells(header, cells, styles, title=f"{args.base} -> {args.new}", right_from=right_from)
+    for key, (b, n) in comp.env_diff.items():
+        report.print_note(f"note: {key} differs: BASE {b or '?'}, NEW {n or '?'}")
+    one_sided = [p for p in comp.pairs if p.side != "both"]
+    if one_sided:
+        report.print_note(
+            f"{len(one_sided)} run{'s' if len(one_sided) != 1 else ''} on one side only: "
+            + "; ".join(f"{cmp.run_label(p, comp.keys)} only in {p.side}" for p in one_sided)
+        )
+    if comp.failed:
+        for p in comp.failed:
+            report.print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
+        return ExitCode.RUN_FAILED
+    report.print_note(f"{len(comp.matched)} matched runs within the thresholds")
+    return ExitCode.OK
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -174,7 +280,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "analyze": cmd_analyze}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "analyze": cmd_analyze,
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

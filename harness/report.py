@@ -259,6 +259,86 @@ def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> 
     _consoles.out.print(results_table(records, title))
 
 
+def suite_names(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:
+    """The suite name(s) recorded with the runs (``max_len``, ``a + b``), else ``fallback``."""
+    return " + ".join(dict.fromkeys(r["suite"] for r in records if r.get("suite"))) or fallback
+
+
+def table_title(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:
+    """``max_len (3 runs)``: what ``harness run`` and ``harness report`` title the table."""
+    n = len(records)
+    return f"{suite_names(records, fallback)} ({n} run{'s' if n != 1 else ''})"
+
+
+# ------------------------------------------------------------------- markdown, csv
+
+
+def markdown(header: Sequence[str], cells: Sequence[Sequence[str]], right_from: int | None = None) -> str:
+    """A GitHub-flavoured markdown table; columns from ``right_from`` on are right-aligned."""
+
+    def esc(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    align = ["---:" if right_from is not None and i >= right_from else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in cells]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(records: Sequence[dict[str, Any]], title: str | None = None) -> str:
+    """The run table as markdown (for a README or a pull request): same cells as the rich one."""
+    header, cells, _ = table_cells(records)
+    text = markdown(header, cells, right_from=header.index("epoch s"))
+    return (f"**{title}**\n\n" if title else "") + text
+
+
+def csv_table(records: Sequence[dict[str, Any]]) -> str:
+    """The run table as CSV for a spreadsheet or pandas: one row per configuration, plain
+    numbers (seconds, bytes, fractions), mean and spread (sample std over seeds) apart."""
+    keys, table_rows = rows(records)
+    metric_names = table_rows[0]["_metrics"] if table_rows else []
+    fields = ["epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"]
+    paired = [*fields, *metric_names]  # each with its spread
+    header = [column_label(k) for k in keys] + ["runs", "status", "error", "peak_memory_bytes"]
+    header += [h for name in paired for h in (name, f"{name}_spread")]
+    lines = []
+    for r in table_rows:
+        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["peak_memory_bytes"]]
+        line += [v for name in paired for v in (r[name], r[name + "_spread"])]
+        lines.append(["" if v is None else v for v in line])
+    return csv_text(header, lines)
+
+
+def csv_text(header: Sequence[str], cells: Sequence[Sequence[Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(cells)
+    return buf.getvalue()
+
+
+def print_text(text: str) -> None:
+    """Plain text to stdout, as is (markdown, csv): no wrapping, no markup."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def print_cells(
+    header: Sequence[str], cells: Sequence[Sequence[str]], styles: Sequence[str | None],
+    title: str | None = None, right_from: int = 0,
+) -> None:
+    """A table of ready-made text cells (``harness compare``), one style per row."""
+    table = Table(title=title, header_style="bold")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i >= right_from else "left", overflow="fold")
+    for line, style in zip(cells, styles):
+        table.add_row(*line, style=style)
+    _consoles.out.print(table)
+
+
 def print_error(message: str) -> None:
     # one line whatever the message holds; escaped: a user's `[bold]` is text, not markup
     message = "; ".join(line.strip() for line in message.splitlines() if line.strip())

@@ -117,9 +117,11 @@ def label(run: ResolvedRun) -> str:
 
 
 def run_suite(
-    runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, show_progress: bool = True
+    runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, show_progress: bool = True,
+    suite_name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or skip, when already finished) every run; return their records in suite order."""
+    """Run (or skip, when already finished) every run; return their records in suite order.
+    ``suite_name`` is recorded with each run (``harness report`` titles its table with it)."""
     store = ResultsStore(out_dir)
     with sigterm_as_interrupt(), RichProgress(len(runs), enabled=show_progress) as progress:
         for run in runs:
@@ -147,6 +149,8 @@ def run_suite(
             if record is None:  # a node of a multi-node run without rank 0: that node records it
                 progress.end_run("ok")
                 continue
+            if suite_name:
+                record["suite"] = suite_name
             store.add(record)
             progress.end_run(record["status"])
     return [store.records[r.run_id] for r in runs if r.run_id in store.records]
