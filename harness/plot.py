@@ -179,12 +179,25 @@ def write_plot(
     group: Sequence[str] | None = None, title: str | None = None,
 ) -> Path:
     """Draw the plot and save it (PNG, or any format matplotlib knows by the suffix)."""
+    path = Path(path)
+    fig = figure(records, x=x, group=group, title=title)
+    try:
+        fig.savefig(path, dpi=110)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"--plot {path}: cannot write it ({exc})") from None
+    return path
+
+
+def figure(
+    records: Sequence[dict[str, Any]], *, x: str | None = None, group: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Any:
+    """The matplotlib ``Figure`` (Agg canvas): two panels, one legend, a title."""
     data = plot_data(records, x, group)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-    path = Path(path)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax_time, ax_metric = fig.subplots(1, 2)
@@ -236,11 +249,7 @@ def write_plot(
         legend_title = None if data.groups else " / ".join(k for k in ("strategy", "head") if f"{k}.name" in data.shared)
     fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper", title=legend_title)
     fig.suptitle(_title(data, title), fontsize=11)
-    try:
-        fig.savefig(path, dpi=110)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"--plot {path}: cannot write it ({exc})") from None
-    return path
+    return fig
 
 
 def _title(data: PlotData, title: str | None) -> str:

@@ -44,10 +44,12 @@ def prepare_out_dir(out: str | Path) -> Path:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a results file (a directory holding one, or the file itself)."""
     path = Path(path)
+    if not path.exists():
+        raise HarnessError(f"{path}: no such results directory or file")
     if path.is_dir():
+        if not (path / RESULTS_FILE).is_file():
+            raise HarnessError(f"{path}: no {RESULTS_FILE} in it (is it the --out of a `harness run`?)")
         path = path / RESULTS_FILE
-    if not path.is_file():
-        raise HarnessError(f"{path}: no results file")
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
