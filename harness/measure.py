@@ -111,6 +111,14 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 def _git_sha() -> str | None:
     here = Path(__file__).resolve().parent
     try:
+        # only a checkout of the harness itself: an installed copy inside a .venv that sits in
+        # some other git repository must not report that repository's commit
+        tracked = subprocess.run(
+            ["git", "-C", str(here), "ls-files", "--error-unmatch", Path(__file__).name],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        if tracked.returncode != 0:
+            return None
         out = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
         )

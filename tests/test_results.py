@@ -70,3 +70,22 @@ def test_seeds_repeat_a_configuration_and_the_table_shows_mean_and_spread(cli, w
     assert len(lines) == 1  # one configuration, one row
     assert "│ 2 " in lines[0] and "±" in lines[0]  # two runs, mean ± spread
     assert not (out / "plot.png").exists()  # nothing numeric is swept: no plot
+
+
+def test_an_installed_copy_inside_another_git_repository_reports_no_commit(tmp_path):
+    """A .venv inside a user's own repository must not record the user's commit as ours."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    import harness.measure
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    copy = tmp_path / "site-packages" / "harness_measure_copy.py"
+    copy.parent.mkdir()
+    shutil.copy(harness.measure.__file__, copy)
+    spec = importlib.util.spec_from_file_location("harness_measure_copy", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._git_sha() is None
+    assert harness.measure._git_sha() is None or len(harness.measure._git_sha().split("-")[0]) == 40
