@@ -47,8 +47,8 @@ def numeric_swept_keys(records: Sequence[dict[str, Any]]) -> list[str]:
     flat = [flatten(r.get("config", {})) for r in records]
     out = []
     for key in varied_keys(records, exclude=("seed",)):
-        values = [f.get(key) for f in flat if key in f]
-        if values and all(_is_number(v) for v in values):
+        values = [f.get(key) for f in flat]  # a key some runs lack (a dataset's option) is no axis
+        if all(_is_number(v) for v in values):
             out.append(key)
     return out
 
@@ -115,7 +115,7 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
     else:
         x_key = _find_key(x, runs, "--x")
         if x_key not in numeric:
-            why = "does not vary" if x_key not in varied_keys(runs) else "is not numeric"
+            why = "does not vary" if x_key not in varied_keys(runs) else "is not a number in every run"
             options = f"; numeric keys that vary: {', '.join(column_label(k) for k in numeric)}" if numeric else ""
             raise HarnessError(f"--x {x}: {column_label(x_key)} {why} across these runs{options}")
     others = [k for k in varied_keys(runs, exclude=("seed",)) if k != x_key]

@@ -82,8 +82,12 @@ class HarnessBenchmark:
         from harness.runner import preflight
         from harness.train import fit
 
+        from harness import distributed
+
         try:
             run = self.resolve(config, plugins, **keys)
+            if distributed.world_size(run.config) != 1:
+                raise HarnessError(f"{self.where}: harness_benchmark times one process; leave `launcher` out")
             preflight([run])
         except HarnessError as exc:  # a mistake in the test's keys: one line, no traceback
             pytest.fail(str(exc), pytrace=False)

@@ -124,7 +124,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty one ({} options) is no column of its own
             out.update(flatten(value, path + "."))
         else:
             out[path] = value

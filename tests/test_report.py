@@ -105,7 +105,7 @@ def test_x_and_group_can_be_chosen():
     "kwargs, message",
     [
         ({"x": "nope"}, "--x nope: not a config key of these runs; keys that vary: strategy, max_len"),
-        ({"x": "strategy"}, "--x strategy: strategy is not numeric"),
+        ({"x": "strategy"}, "--x strategy: strategy is not a number in every run"),
         ({"x": "batch_size"}, "--x batch_size: batch_size does not vary"),
         ({"group": ["max_len"]}, "--group max_len: it is the x axis already"),
         ({"group": ["model"]}, "--group model: model does not vary"),
@@ -143,3 +143,12 @@ def test_report_mistakes_exit_2_with_one_line(cli, tmp_path, args, message):
     code, _, err = cli("report", *(a.format(tmp=tmp_path) for a in args))
     assert code == 2
     assert message in one_red_line(err)
+
+
+def test_a_numeric_option_of_only_some_runs_is_no_axis():
+    """IMDB's holdout_size exists in IMDB runs only: no line can be drawn along it."""
+    records = [record("c", dataset={"name": "cola", "options": {}}),
+               record("i", dataset={"name": "imdb", "options": {"holdout_size": 500}})]
+    assert plot.sweep_key(records) is None
+    with pytest.raises(HarnessError, match="--x holdout_size: holdout_size is not a number in every run"):
+        plot.plot_data(records, x="holdout_size")

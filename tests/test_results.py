@@ -28,7 +28,7 @@ def test_an_interrupted_suite_resumes_without_repeating_finished_runs(cli, write
 
     code, stdout, stderr = cli(*args)
     assert code == 130
-    assert "interrupted" in stderr and "run the same command again to resume" in stderr
+    assert "interrupted: 2 finished runs kept" in stderr and f"To resume: harness run {suite} --out {out}" in stderr
     kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["run_id"] for r in kept] == trained  # the two finished runs are on disk
 
