@@ -323,3 +323,60 @@ def test_bad_head_settings_are_one_line_errors_naming_the_key(cli, write_suite, 
     assert code == 2
     assert message in " ".join(stderr.split()), stderr
     assert "Traceback" not in stderr
+
+
+def test_a_head_whose_options_drop_dropout_and_freeze_backbone_is_refused(cli, write_suite, tmp_path):
+    (tmp_path / "bad_head.py").write_text(
+        "from harness import hookimpl\n"
+        "from harness.base import Head, Options\n"
+        "class Narrow(Head):\n"
+        "    name = 'narrow'\n"
+        "    class Options(Options):\n"
+        "        width: int = 3\n"
+        "@hookimpl\n"
+        "def harness_register_heads(register):\n"
+        "    register(Narrow)\n",
+        encoding="utf-8",
+    )
+    suite = write_suite("name: bad\nplugins: [bad_head.py]\ndefaults: {head: narrow}\n")
+    code, _, stderr = cli("validate", suite)
+    assert code == 2
+    assert "Narrow.Options must subclass harness.base.HeadOptions" in stderr and "bad_head.py" in stderr
+
+
+def test_the_heads_suite_tables_mcc_and_epoch_time_per_head_and_freeze_flag_over_three_seeds():
+    from pathlib import Path
+
+    from harness.report import table_cells
+    from harness.suite import load_suite, resolve
+
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "heads.yaml")
+    runs = resolve(suite, load_registry())
+    configs = [r.record_config() for r in runs]
+    assert len(runs) == 24
+    assert {(c["head"]["name"], c["head"]["options"]["freeze_backbone"]) for c in configs} == {
+        (h, f) for h in HEADS for f in (False, True)
+    }
+    assert sorted(c["seed"] for c in configs) == [1] * 8 + [2] * 8 + [3] * 8
+    assert all(c["dataset"]["name"] == "cola" for c in configs)
+    # records as the loop writes them, with made-up numbers: the table groups the seeds
+    records = []
+    for i, r in enumerate(runs):
+        seconds, mcc = 10.0 + i, 0.1 + 0.01 * r.config.seed
+        records.append({
+            "run_id": r.run_id, "status": "ok", "config": configs[i], "main_metric": "mcc",
+            "epochs": [{"train_seconds": seconds, "eval_seconds": 1.0, "train_loss": 0.5, "real_tokens": 10,
+                        "padded_tokens": 20, "peak_memory_bytes": 1, "metrics": {"mcc": mcc, "accuracy": 0.7}}],
+            "metrics": {"mcc": mcc, "accuracy": 0.7},
+        })
+    header, cells, _ = table_cells(records)
+    assert len(cells) == 8
+    col = {name: i for i, name in enumerate(header)}
+    assert {"head", "freeze_backbone", "runs", "epoch s", "mcc"} <= set(col)
+    for line in cells:
+        assert line[col["runs"]] == "3"
+        assert line[col["mcc"]] == "0.120 ± 0.010"  # mean ± standard deviation over the seeds
+        assert "±" in line[col["epoch s"]]
+    assert sorted((line[col["head"]], line[col["freeze_backbone"]]) for line in cells) == sorted(
+        (h, str(f)) for h in HEADS for f in (False, True)
+    )
