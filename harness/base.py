@@ -350,6 +350,16 @@ class Head(nn.Module):
         raise NotImplementedError
 
 
+def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden_states`` ``[batch, seq, hidden]`` over the positions where
+    ``attention_mask`` is 1: padding is excluded, so the result does not depend on how far
+    a batch was padded. Summed in fp32 (stable under bf16/fp16 autocast)."""
+    mask = attention_mask.unsqueeze(-1).bool()
+    summed = torch.where(mask, hidden_states, 0).sum(dim=1, dtype=torch.float32)
+    count = mask.sum(dim=1).clamp(min=1)
+    return (summed / count).to(hidden_states.dtype)
+
+
 def iter_option_fields(options_cls: type[BaseModel]) -> Iterator[tuple[str, str, Any, str]]:
     """(name, type, default, description) for each field of an options schema."""
     for name, f in options_cls.model_fields.items():

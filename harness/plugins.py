@@ -34,7 +34,7 @@ import pluggy
 from pydantic import BaseModel
 
 from harness import hookspecs
-from harness.base import Dataset, Head, TokenizerStrategy
+from harness.base import Dataset, Head, HeadOptions, TokenizerStrategy
 from harness.errors import HarnessError
 
 ENTRY_POINT_GROUP = "harness"
@@ -107,6 +107,8 @@ class Registry:
         options = getattr(cls, "Options", None)
         if not (isinstance(options, type) and issubclass(options, BaseModel)):
             raise HarnessError(f"{where}: {cls.__name__}.Options must be a pydantic model (harness.base.Options)")
+        if family == "head" and not issubclass(options, HeadOptions):  # every head takes dropout, freeze_backbone
+            raise HarnessError(f"{where}: {cls.__name__}.Options must subclass harness.base.HeadOptions")
         existing = self.entries[family].get(name)
         if existing is not None:
             raise HarnessError(
