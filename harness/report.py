@@ -225,7 +225,9 @@ def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
     ]
     cells, statuses = [], []
     for r in table_rows:
-        line = [_fmt(r[k]) for k in keys] + ([str(r["runs"])] if show_runs else [])
+        # config values as written (lr 1e-4, not 0.000); measured figures with fixed digits
+        line = ["—" if r[k] is None else f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        line += [str(r["runs"])] if show_runs else []
         status = r["status"] + (f": {r['error']}" if r["error"] else "")
         line += [
             status,
