@@ -242,3 +242,27 @@ def test_dynamic_and_bucketed_runs_pad_less_than_fixed(cli, write_suite, tmp_pat
     for e in epoch.values():
         assert e["train_cpu_seconds"] > 0
     assert "pad waste" in stdout
+
+
+def test_max_len_suite_crosses_max_len_with_every_strategy(cli):
+    code, stdout, err = cli("validate", "suites/max_len.yaml")
+    assert code == 0, err
+    assert "max_len: 9 runs" in stdout
+    for name in ("fixed", "dynamic", "bucketed"):
+        assert stdout.count(f" {name} ") == 3
+
+
+def test_strategies_seeds_suite_has_three_seeds_per_strategy(cli):
+    code, stdout, err = cli("validate", "suites/strategies_seeds.yaml")
+    assert code == 0, err
+    assert "strategies_seeds: 6 runs" in stdout
+
+
+def test_imdb_suite_validates_when_the_imdb_plugin_is_installed(cli):
+    from harness.plugins import load_registry
+
+    if "imdb" not in load_registry().names("dataset"):
+        pytest.skip("the imdb dataset plugin is not installed in this tree")
+    code, stdout, err = cli("validate", "suites/imdb.yaml")
+    assert code == 0, err
+    assert "imdb: 6 runs" in stdout and "head+tail" in stdout
