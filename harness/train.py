@@ -201,7 +201,8 @@ def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
     # that leave the weights as they were; the RNG is reseeded so results do not depend on it.
     model.train()
     clock.start()
-    # with compile: at least one warm-up step, so compilation is timed here, not in epoch 1
+    # with compile: at least two warm-up steps (two bucket lengths), so compilation and the
+    # switch to a dynamic-shape graph are timed here, not in epoch 1
     warmup_batches = max(cfg.warmup_batches, 2 if cfg.compile else 0)
     for batch in strategy.batches(enc_train, cfg.batch_size, seed=cfg.seed, epoch=0)[:warmup_batches]:
         step(batch.to(device))
