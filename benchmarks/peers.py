@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     p.add_argument("--compile", action="store_true", help="harness: torch.compile (compile time reported apart)")
+    p.add_argument("--trainer-pad-multiple", type=int, default=None,
+                   help="(c): DataCollatorWithPadding(pad_to_multiple_of=N); default 8 with bf16 (run_glue's "
+                   "choice for half precision), none in fp32; 0: none")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", default="peers.json", help="where to write the results (default: peers.json)")
     args = p.parse_args(argv)
@@ -277,7 +280,9 @@ def run_trainer(s: Setup, *, fast: bool) -> dict[str, Any]:
     train, held_out = features(s.train_texts, s.train_labels), features(s.eval_texts, s.eval_labels)
     bf16 = fast and s.bf16
     if fast:
-        collator = DataCollatorWithPadding(s.tokenizer, pad_to_multiple_of=8 if bf16 else None)
+        multiple = s.args.trainer_pad_multiple
+        multiple = (8 if bf16 else None) if multiple is None else (multiple or None)
+        collator = DataCollatorWithPadding(s.tokenizer, pad_to_multiple_of=multiple)
     else:
         collator = default_data_collator
     clock = Clock()
@@ -293,14 +298,33 @@ def run_trainer(s: Setup, *, fast: bool) -> dict[str, Any]:
         prediction = trainer.predict(held_out)
         eval_seconds = time.perf_counter() - t0
     lengths = [sum(f["attention_mask"]) for f in train.features]
+    padded = None if fast else len(lengths) * s.args.max_len
+    if fast:  # what the length-grouped sampler and the collator pad to, replayed on the host
+        padded = replay_padding(trainer, collator, lengths, s.args.batch_size)
     wall, cpu = clock.times[0]
     return {
         "epoch_seconds": wall, "epoch_cpu_seconds": cpu, "eval_seconds": eval_seconds,
         "train_loss": float(result.training_loss), "steps": int(result.global_step),
-        "real_tokens": int(sum(lengths)), "padded_tokens": None if fast else len(lengths) * s.args.max_len,
+        "real_tokens": int(sum(lengths)), "padded_tokens": padded,
         "peak_memory_bytes": memory, "metric": score(s, np.argmax(prediction.predictions, axis=-1)),
         "bf16": bf16,
     }
+
+
+def replay_padding(trainer, collator, lengths: list[int], batch_size: int) -> int | None:
+    """Padded tokens of one epoch of (c): the sampler's grouping (a fresh draw: the same
+    statistics, not the same order) padded as the collator pads. None if the Trainer of
+    this transformers version hides its sampler."""
+    try:
+        order = list(trainer._get_train_sampler())
+    except Exception:  # a private method: absent or different in some versions
+        return None
+    multiple = collator.pad_to_multiple_of or 1
+    total = 0
+    for i in range(0, len(order), batch_size):
+        group = order[i : i + batch_size]
+        total += len(group) * (-(-max(lengths[j] for j in group) // multiple) * multiple)
+    return total
 
 
 # ------------------------------------------------------------------------------ (d)
