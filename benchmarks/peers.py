@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="(c): DataCollatorWithPadding(pad_to_multiple_of=N); default 8 with bf16 (run_glue's "
                    "choice for half precision), none in fp32; 0: none")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--json", default="peers.json", help="where to write the results (default: peers.json)")
+    p.add_argument("--json", default="results/peers.json", help="where to write the results (default: results/peers.json)")
     args = p.parse_args(argv)
     unknown = [x for x in args.peers.split(",") if x not in PEERS]
     if unknown:
@@ -451,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, s.metric)
     out = {"args": vars(args), "env": env, "metric": s.metric, "results": results}
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         print(f"results: {args.json}")
     return 0
