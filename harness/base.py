@@ -9,7 +9,7 @@ name the suite file and key path) and passes the validated object to ``__init__`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Sequence, get_args, get_origin
 
 import numpy as np
@@ -105,9 +105,23 @@ class Encoded:
     labels: np.ndarray  # int64, one per example
     lengths: np.ndarray  # int64, tokens after truncation (special tokens included)
     full_lengths: np.ndarray  # int64, tokens before truncation (special tokens included)
+    #: (pad id, ids, token types) as two padded [n, longest] int64 arrays, built on first
+    #: collate: a batch is then two slices, not a Python loop over its rows
+    _padded: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def padded(self, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._padded is None or self._padded[0] != pad_id:
+            width = int(self.lengths.max()) if len(self) else 0
+            ids = np.full((len(self), width), pad_id, dtype=np.int64)
+            types = np.zeros((len(self), width), dtype=np.int64)
+            for row, (a, t) in enumerate(zip(self.input_ids, self.token_type_ids)):
+                ids[row, : len(a)] = a
+                types[row, : len(t)] = t
+            self._padded = (pad_id, ids, types)
+        return self._padded[1], self._padded[2]
 
     @property
     def truncated(self) -> np.ndarray:
@@ -170,7 +184,7 @@ class TokenizerStrategy:
         truncation = getattr(self.options, "truncation", "head")
         ids, types, lengths, full = [], [], [], []
         for i, a in enumerate(first):
-            b = pairs[i] if pairs is not None else None
+            b = pairs[i] if pairs is not None and examples[i].text_pair is not None else None
             specials = 3 if b is not None else 2
             full.append(len(a) + (len(b) if b is not None else 0) + specials)
             budget = self.max_len - specials
@@ -197,12 +211,13 @@ class TokenizerStrategy:
     def order(self, lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
         """Split positions ``0..len(lengths)-1`` into batches.
 
-        ``rng`` is None for evaluation (order does not matter, speed does) and a seeded
-        generator for training (every example once per epoch, in a per-epoch order).
-        The default is the tutorial's: a random permutation cut into consecutive batches.
+        ``rng`` is None for evaluation (order does not matter, speed does: positions sorted
+        by length, so a strategy that pads per batch pads little) and a seeded generator for
+        training (every example once per epoch, in a per-epoch order). The default for
+        training is the tutorial's: a random permutation cut into consecutive batches.
         """
         n = len(lengths)
-        perm = rng.permutation(n) if rng is not None else np.arange(n)
+        perm = rng.permutation(n) if rng is not None else np.argsort(lengths, kind="stable")
         return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
     def pad_to(self, batch_lengths: np.ndarray) -> int:
@@ -246,24 +261,23 @@ class TokenizerStrategy:
         return -(-per_rank // batch_size)
 
     def collate(self, encoded: Encoded, idx: np.ndarray) -> Batch:
+        idx = np.asarray(idx, dtype=np.int64)
         lengths = encoded.lengths[idx]
-        width = self.pad_to(lengths)
-        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-        types = torch.zeros((len(idx), width), dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            k = int(encoded.lengths[i])
-            ids[row, :k] = torch.as_tensor(encoded.input_ids[i])
-            types[row, :k] = torch.as_tensor(encoded.token_type_ids[i])
-            mask[row, :k] = 1
-        real = int(lengths.sum())
+        width = int(self.pad_to(lengths))
+        all_ids, all_types = encoded.padded(self.pad_id)
+        ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(idx), width), dtype=np.int64)
+        keep = min(width, all_ids.shape[1])
+        ids[:, :keep] = all_ids[idx, :keep]
+        types[:, :keep] = all_types[idx, :keep]
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         return Batch(
-            ids,
-            mask,
-            types,
-            torch.as_tensor(encoded.labels[idx]),
-            torch.as_tensor(idx),
-            real,
+            torch.from_numpy(ids),
+            torch.from_numpy(mask),
+            torch.from_numpy(types),
+            torch.from_numpy(encoded.labels[idx]),
+            torch.from_numpy(idx),
+            int(lengths.sum()),
             len(idx) * width,
         )
 

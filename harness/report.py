@@ -116,8 +116,21 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "padding_waste": (padded - real) / padded if padded else None,
         "peak_memory_bytes": max((e["peak_memory_bytes"] for e in epochs), default=None),
         "tflops": flops / train_s / 1e12 if train_s and flops else None,
+        "peak_share": _peak_share(record, flops / train_s / 1e12 if train_s and flops else None),
+        "compile_seconds": record.get("compile_seconds"),
         "train_loss": epochs[-1]["train_loss"] if epochs else None,
     }
+
+
+def _peak_share(record: dict[str, Any], tflops: float | None) -> float | None:
+    """Model TFLOP/s over the GPU's dense bf16 peak (None on a CPU or an unknown card)."""
+    from harness.measure import bf16_peak_tflops
+
+    env = record.get("env") or {}
+    if tflops is None or not env.get("cuda"):
+        return None
+    peak = bf16_peak_tflops(env.get("device_name") or "")
+    return tflops / peak if peak else None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -184,7 +197,8 @@ def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, A
         statuses = sorted({m.get("status", "?") for m in members})
         row["status"] = "/".join(statuses)
         row["error"] = "; ".join(sorted({m["error"] for m in members if m.get("error")}))
-        for field in ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"):
+        for field in ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops",
+                      "peak_share", "compile_seconds", "train_loss"):
             row[field], row[field + "_spread"] = _mean_spread([s[field] for s in sums])
         row["peak_memory_bytes"] = max((s["peak_memory_bytes"] or 0 for s in sums), default=None) or None
         for name in metric_names:
@@ -220,8 +234,12 @@ def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
     show_runs = any(r["runs"] > 1 for r in table_rows)
+    # columns that only mean something for some runs: a GPU's peak share, compile time
+    show_share = any(r["peak_share"] is not None for r in table_rows)
+    show_compile = any(r["compile_seconds"] is not None for r in table_rows)
     header = [column_label(k) for k in keys] + (["runs"] if show_runs else []) + [
-        "status", "epoch s", "eval s", "real tok/s", "pad waste", "peak mem", *metric_names
+        "status", "epoch s", "eval s", "real tok/s", "TFLOP/s", *(["% bf16 peak"] if show_share else []),
+        "pad waste", "peak mem", *(["compile s"] if show_compile else []), *metric_names
     ]
     cells, statuses = [], []
     for r in table_rows:
@@ -234,8 +252,11 @@ def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
             _fmt(r["epoch_seconds"], r["epoch_seconds_spread"], 2),
             _fmt(r["eval_seconds"], None, 2),
             _fmt(r["real_tokens_per_second"], None, 0) if r["real_tokens_per_second"] else "—",
+            _fmt(r["tflops"], None, 3 if (r["tflops"] or 0) < 1 else 1),
+            *([f"{r['peak_share']:.1%}" if r["peak_share"] is not None else "—"] if show_share else []),
             f"{r['padding_waste']:.0%}" if r["padding_waste"] is not None else "—",
             _bytes(r["peak_memory_bytes"]),
+            *([_fmt(r["compile_seconds"], None, 1)] if show_compile else []),
         ]
         line += [_fmt(r[m], r[m + "_spread"]) for m in metric_names]
         cells.append(line)
