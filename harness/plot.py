@@ -129,8 +129,10 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
                 raise HarnessError(f"--group {g}: {column_label(key)} does not vary across these runs")
             groups.append(key)
     else:
-        groups = others
-    averaged = [k for k in others if k not in groups]
+        groups = _independent(others, runs)
+    # keys that follow from a group key (a bucketed-only option follows from the strategy)
+    # are neither lines of their own nor averaged over
+    averaged = [k for k in _independent(others, runs) if k not in groups]
 
     lines: dict[str, Line] = {}
     metric_names: list[str] = []
@@ -155,6 +157,22 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
         shared["device_name"] = device_names.pop()
     return PlotData(x_key, groups, averaged, metric_names, list(lines.values()),
                     max((len(s) for s in seeds.values()), default=1), shared)
+
+
+def _independent(keys: Sequence[str], runs: Sequence[dict[str, Any]]) -> list[str]:
+    """``keys`` without those whose value is a function of an earlier key's value."""
+    flats = [flatten(r.get("config", {})) for r in runs]
+    kept: list[str] = []
+    for key in keys:
+        determined = False
+        for earlier in kept:
+            seen: dict[str, str] = {}
+            if all(seen.setdefault(repr(f.get(earlier)), repr(f.get(key))) == repr(f.get(key)) for f in flats):
+                determined = True
+                break
+        if not determined:
+            kept.append(key)
+    return kept
 
 
 def _main_metric(record: dict[str, Any]) -> str | None:
