@@ -150,14 +150,6 @@ class DataFiles:
 # -------------------------------------------------------------------------- download
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_url(source: Source, dataset: str) -> str:
     """The official URL, or ``<HARNESS_DATA_MIRROR>/<dataset>/<file name>``."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()

@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from harness.errors import HarnessError
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -23,12 +22,6 @@ METRICS: dict[str, MetricFn] = {
     "f1": lambda y, p: float(f1_score(y, p, pos_label=1, average="binary", zero_division=0)),
     "macro_f1": lambda y, p: float(f1_score(y, p, average="macro", zero_division=0)),
 }
-
-
-def check_metric_names(names: Sequence[str], where: str) -> None:
-    for name in names:
-        if name not in METRICS:
-            raise HarnessError(f"{where}: unknown metric {name!r}; available: {', '.join(METRICS)}")
 
 
 def compute(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
