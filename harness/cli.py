@@ -127,7 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite, runs = _load(args)
     out = prepare_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
-    preflight(runs)
+    for warning in preflight(runs):
+        report.print_note(warning)
     try:
         records = run_suite(runs, out, rerun=args.rerun, show_progress=not args.no_progress, suite_name=suite.name)
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,31 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: bf16 on a GPU that supports it, else fp32 (CPUs here have no bf16 units)."""
+    """``auto``: bf16 on a GPU that supports it, else fp32 (also on a CPU with bf16
+    instructions: there bf16 is a choice to make explicitly, see :func:`cpu_bf16_native`)."""
     if precision != "auto":
         return precision
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_native() -> bool:
+    """Whether the CPU computes bf16 matmuls in hardware: AVX512-BF16 or AMX (x86), BF16 (Arm).
+
+    There, ``precision: bf16`` (autocast) trains MiniLM about 1.6-1.8x faster than fp32
+    (two AMD EPYC Zen 4 cores); without them bf16 is emulated and slower than fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(value.split()))
+    return False
 
 
 def synchronize(device: torch.device) -> None:
@@ -161,6 +181,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             "transformers": transformers.__version__,
             "platform": platform.platform(),
             "cpu": _cpu_name(),
+            "cpu_bf16": cpu_bf16_native(),
             "cpu_count": os.cpu_count(),
             "hostname": platform.node(),
         }

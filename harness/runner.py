@@ -24,7 +24,7 @@ import torch
 
 from harness import distributed
 from harness.errors import HarnessError
-from harness.measure import environment
+from harness.measure import cpu_bf16_native, environment
 from harness.model import check_weights, load_config, load_tokenizer, max_positions
 from harness.report import RichProgress
 from harness.results import ResultsStore
@@ -32,11 +32,18 @@ from harness.suite import ResolvedRun
 from harness.train import fit, load_split, make_dataset
 
 
-def preflight(runs: Sequence[ResolvedRun]) -> None:
+def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
+    """Fail fast on anything that would fail a run; return warnings worth a line each."""
     checked: set[tuple] = set()
+    warnings: dict[str, None] = {}
     for run in runs:
         cfg = run.config
         distributed.check(run)
+        if cfg.precision == "bf16" and cfg.device == "cpu" and not cpu_bf16_native():
+            warnings[
+                f"warning: {run.where('precision')}: bf16 on a CPU without bf16 instructions (AVX512-BF16, AMX) "
+                "is emulated and slower than fp32; --set precision=fp32"
+            ] = None
         try:
             config = load_config(cfg.model, cfg.init)
             check_weights(cfg.model, cfg.init)
@@ -60,6 +67,7 @@ def preflight(runs: Sequence[ResolvedRun]) -> None:
             for split in ("train", cfg.eval_split):
                 load_split(run, dataset, split)
             checked.add(data_key)
+    return list(warnings)
 
 
 def failed_record(run: ResolvedRun, reason: str, started: dt.datetime) -> dict[str, Any]:

@@ -77,3 +77,19 @@ def test_a_second_run_resumes_and_rerun_forces(cli, write_suite, tmp_path, monke
     assert len(trained) == 4
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["run_id"] for r in records) == sorted(set(trained))  # replaced, not duplicated
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_a_warning_naming_the_key(cli, write_suite, tmp_path, monkeypatch, native):
+    import harness.runner
+
+    monkeypatch.setattr(harness.runner, "cpu_bf16_native", lambda: native)
+    suite = write_suite("name: w\ndefaults: {precision: bf16}\n")
+    code, out, err = cli("run", suite, "--out", tmp_path / "out", "--no-progress", *tiny_sets(epochs=1))
+    assert code == 0, err
+    warned = "bf16 on a CPU without bf16 instructions" in err
+    assert warned is not native
+    if warned:
+        assert "suite.yaml:2: defaults.precision" in err
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert record["config"]["precision"] == "bf16" and isinstance(record["env"]["cpu_bf16"], bool)
