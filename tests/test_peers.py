@@ -21,7 +21,7 @@ def load_peers():
 
 def test_peers_train_the_same_steps_and_report_ratios(tmp_path, capsys):
     peers = load_peers()
-    # the Trainer needs accelerate (the `bench` extra); without it, the loops that need nothing more
+    # the Trainer needs accelerate (in the dev and bench extras); without it, the loops that need nothing more
     names = "tutorial,trainer,trainer-fast,harness" if importlib.util.find_spec("accelerate") else "tutorial,harness"
     out = tmp_path / "peers.json"
     code = peers.main([
