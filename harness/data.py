@@ -390,26 +390,32 @@ def read_header(path: Path, *, delimiter: str, quoting: int, encoding: str = "ut
     raise HarnessError(f"{path}:1: empty file (no header row)")
 
 
-def read_jsonl(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file."""
+def read_lines(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` for each non-blank line of a text file; a file that is
+    missing, a directory or not UTF-8 is an error naming it (and the line)."""
     try:
         with open(path, encoding=encoding, newline="") as f:
             for line_no, line in enumerate(f, start=1):  # splits at \n, \r\n, \r only
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise HarnessError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise HarnessError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-                yield line_no, obj
+                if line.strip():
+                    yield line_no, line
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}:{_line_of_byte(path, exc.start)}: not valid UTF-8 ({exc.reason})") from None
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise HarnessError(f"{path}: is a directory, not a data file") from None
+
+
+def read_jsonl(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file."""
+    for line_no, line in read_lines(path, encoding):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise HarnessError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+        yield line_no, obj
 
 
 def read_text(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Iterator
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.data import read_lines
 from harness.errors import HarnessError
 
 RESULTS_FILE = "results.jsonl"
@@ -51,17 +52,14 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise HarnessError(f"{path}: no {RESULTS_FILE} in it (is it the --out of a `harness run`?)")
         path = path / RESULTS_FILE
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
-            if not isinstance(record, dict) or "run_id" not in record:
-                raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
-            records.append(record)
+    for line_no, line in read_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
+        if not isinstance(record, dict) or "run_id" not in record:
+            raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
+        records.append(record)
     return records
 
 

@@ -415,6 +415,9 @@ CASES: list[Case] = [
     Case("out-results-corrupt", "output", "the results file in --out holds a line that is not JSON (edited by hand)",
          "<tmp>/out/results.jsonl:2: not a JSON record (Expecting value)",
          lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("out-results-not-utf8", "output", "the results file in --out holds bytes that are not UTF-8",
+         "<tmp>/out/results.jsonl:2: not valid UTF-8 (invalid start byte)",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["run", c.suite("name: bad\n"), *tiny()]),
 ]
 
 
