@@ -218,7 +218,7 @@ def make_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if os.environ.get(TRACE_ENV):
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+        pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     blocked = _blocked()
     sources: dict[str, str] = {}
