@@ -43,8 +43,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # (the download tests point HARNESS_DATA_MIRROR at a server on 127.0.0.1)
     monkeypatch.setenv("HARNESS_OFFLINE", "1")
     monkeypatch.delenv("HARNESS_DATA_MIRROR", raising=False)
+    # built-ins only: a package installed in the environment must not change what a test
+    # sees; a test about entry points turns autoload back on (the plugin_autoload fixture)
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
     monkeypatch.delenv("HARNESS_TRACE_PLUGINS", raising=False)
+
+
+@pytest.fixture
+def plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load the ``harness`` entry points of installed packages (off by default in tests)."""
+    monkeypatch.delenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ EXAMPLE = REPO / "examples" / "harness-example-dataset"
 
 
 @pytest.fixture
-def example_installed(tmp_path, monkeypatch):
-    """What `pip install` would leave: the package importable and its entry points declared."""
+def example_installed(tmp_path, monkeypatch, plugin_autoload):
+    """What `pip install` would leave: the package importable and its entry points declared
+    (and autoload on: conftest turns it off for every other test)."""
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
     dist = tmp_path / "site" / f"harness_example_dataset-{project['version']}.dist-info"
     dist.mkdir(parents=True)

@@ -275,7 +275,6 @@ def _kill_ten_times_then_resume(zygote: Zygote, tmp_path: Path, rng: random.Rand
     seeds = list(range(1, 9))  # more runs than kills that wait for a write: ten kills never finish the suite
     suite, out = _suite(tmp_path, seeds), tmp_path / "out"
     results = out / "results.jsonl"
-    started = time.monotonic()
     for kill in range(10):
         before = results.stat().st_mtime_ns if results.exists() else None
         all_done = len(_check_file(results)) == len(seeds)
@@ -297,7 +296,8 @@ def _kill_ten_times_then_resume(zygote: Zygote, tmp_path: Path, rng: random.Rand
     final = _check_file(results)
     assert sorted(r["config"]["seed"] for r in final) == seeds
     assert all(r["status"] == "ok" for r in final)
-    assert time.monotonic() - started < 240, "the fault-injection test is meant to take about a minute"
+    # the temporary files of writes that a kill interrupted were cleaned up by the resume
+    assert not list(out.glob(".results-*.tmp"))
 
 
 def test_ctrl_c_before_any_run_is_a_short_note_not_a_traceback(cli, write_suite, monkeypatch):

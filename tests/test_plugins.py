@@ -32,8 +32,9 @@ def harness_register_datasets(register):
 
 
 @pytest.fixture
-def installed_plugin(tmp_path, monkeypatch):
-    """A package 'installed' by putting it and its .dist-info (entry_points.txt) on sys.path."""
+def installed_plugin(tmp_path, monkeypatch, plugin_autoload):
+    """A package 'installed' by putting it and its .dist-info (entry_points.txt) on sys.path,
+    with entry-point autoload on (conftest turns it off for every other test)."""
     site = tmp_path / "site"
     (site / "echo_plugin").mkdir(parents=True)
     (site / "echo_plugin" / "__init__.py").write_text(DATASET_PLUGIN.format(name="echo"))

@@ -123,6 +123,7 @@ prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 pad = "x" * size  # large records: a write takes long enough to be killed in the middle
 for i in range(n):
     store.add({"run_id": f"{prefix}{i % 50}", "status": "ok", "n": i, "pad": pad})
+    print(i, flush=True)  # one line per whole write: the test counts them
 print("done", flush=True)
 """
 
@@ -134,14 +135,39 @@ def _writer(out: Path, prefix: str, n: int, size: int = 100) -> subprocess.Popen
     )
 
 
+def _wait_for(predicate, timeout: float = 60, poll: float = 0.002) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False
+
+
 def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
-    """30 SIGKILLs of a process rewriting a ~10 MB results file as fast as it can."""
-    rng = random.Random()
+    """30 SIGKILLs of a process rewriting a large results file as fast as it can. Each kill
+    comes after a random number of whole writes, then either in the middle of the next write
+    (once its temporary file is there) or at once, wherever the writer is. The choices come
+    from a seeded generator: set HARNESS_KILL_SEED to the printed seed to replay them."""
+    kill_seed = int(os.environ.get("HARNESS_KILL_SEED", time.time_ns() % 2**32))
+    print(f"kill points from HARNESS_KILL_SEED={kill_seed}")
+    try:
+        _kill_30_times(tmp_path, random.Random(kill_seed))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n(reproduce the kill points with HARNESS_KILL_SEED={kill_seed})") from None
+
+
+def _kill_30_times(tmp_path: Path, rng: random.Random) -> None:
     results = tmp_path / "results.jsonl"
     mid_write = 0
     for _ in range(30):
+        left_before = set(tmp_path.glob(".results-*.tmp"))  # by earlier kills; the writer removes them
         proc = _writer(tmp_path, "run", 10_000, size=200_000)
-        time.sleep(rng.uniform(0.1, 0.6))
+        for _ in range(rng.randint(0, 3)):
+            assert proc.stdout.readline().strip().isdigit(), "the writer stopped before its writes"
+        if rng.random() < 0.5:  # in the middle of a write: its temporary file is there
+            started = _wait_for(lambda: set(tmp_path.glob(".results-*.tmp")) - left_before or proc.poll() is not None)
+            assert started and proc.poll() is None, "the writer ended or hung before a write"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         mid_write += bool(list(tmp_path.glob(".results-*.tmp")))
