@@ -96,7 +96,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
     from harness.measure import resolve_device
     from harness.model import load_config, load_tokenizer
     from harness.plugins import load_registry
-    from harness.train import stratified_subset
+    from harness.data.splits import stratified_subset
 
     device = torch.device(resolve_device(args.device))
     gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -344,8 +344,8 @@ def replay_padding(trainer, collator, lengths: list[int], batch_size: int) -> in
 
 def run_harness(s: Setup) -> dict[str, Any]:
     from harness.plugins import load_registry
-    from harness.report import summarize
-    from harness.suite import Suite, resolve
+    from harness.summary import summarize
+    from harness.suite import config_from_keys, resolve_run
     from harness.train import fit
 
     gpu = s.device.type == "cuda"
@@ -359,8 +359,7 @@ def run_harness(s: Setup) -> dict[str, Any]:
         "warmup_batches": 2 if s.args.compile else 0,
         "dataset.subset.train": s.args.train_size or None,
     }
-    suite = Suite(Path("benchmarks/peers.py"), "peers", "", [], defaults, {}, [], {})
-    (run,) = resolve(suite, load_registry())
+    run = resolve_run(config_from_keys(defaults), load_registry(), Path.cwd())
     record = fit(run)
     if record["status"] != "ok":
         raise RuntimeError(f"harness run {record['status']}: {record.get('error')}")

@@ -2,14 +2,19 @@
 
 Everything a user needs to pick MAX_LEN before training: percentiles of the length in
 tokens (special tokens included, before truncation), a histogram, the MAX_LEN that covers
-95%, 99% and 100% of the examples, and for each MAX_LEN and padding strategy the tokens an
-epoch computes on, the share of them that is padding, and the share of examples that get
-truncated. The strategies are modelled here from the lengths alone, by name, so the
-profile needs no strategy plugin:
+95%, 99% and 100% of the examples, and for each MAX_LEN and tokenizer strategy the tokens
+an epoch computes on, the share of them that is padding, and the share of examples that
+get truncated.
 
-- ``fixed``: every example padded to MAX_LEN (the tutorial);
-- ``dynamic``: random batches of ``batch_size``, each padded to its longest example;
-- ``bucketed``: examples sorted by length and cut into batches, each padded to its longest.
+The strategies are not modelled here: every registered strategy (built-in or plugin, or
+those named with ``--strategy``) is built with its default options, the tokenizer and the
+MAX_LEN, and asked what it does with the truncated lengths, exactly as training asks it:
+its own :meth:`~harness.base.TokenizerStrategy.order` with the per-epoch generator
+``np.random.default_rng([seed, epoch])``, then its own
+:meth:`~harness.base.TokenizerStrategy.pad_to` per batch. The cost is the mean over
+:data:`EPOCHS` epochs, so a random order is costed fairly; a deterministic one costs the
+same every epoch. A strategy whose options have no defaults cannot be built so and is
+listed as skipped.
 
 Computation only; :func:`harness.report.print_analysis` renders the result.
 """
@@ -18,19 +23,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import ValidationError
 
 from harness.errors import HarnessError
 
-STRATEGIES = ("fixed", "dynamic", "bucketed")
+if TYPE_CHECKING:
+    from harness.base import TokenizerStrategy
+    from harness.plugins import Registry
+
 DEFAULT_MAX_LENS = (32, 64, 128, 256, 512)
 PERCENTILES = (50, 90, 95, 99)
 COVERAGE = (0.95, 0.99, 1.0)
-#: epochs (random orders) the dynamic strategy's cost is averaged over
-DYNAMIC_EPOCHS = 5
+#: epochs (seeded orders) a strategy's cost is averaged over
+EPOCHS = 5
+#: the baseline the table compares every strategy with, and shows first
+BASELINE = "fixed"
+
+#: builds a strategy, its options and the tokenizer already chosen, for one MAX_LEN
+StrategyFactory = Callable[[int], "TokenizerStrategy"]
 
 
 @dataclass
@@ -56,6 +69,12 @@ class Analysis:
     of: int  # examples in the split before a subset
     max_positions: int | None
     costs: list[StrategyCost] = field(default_factory=list)
+    #: the strategies costed, in the order to show them (the baseline first)
+    strategies: list[str] = field(default_factory=list)
+    #: strategies that could not be costed: name -> why
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: the MAX_LENs costed (kept apart from ``costs``: with no strategy, still the truncation)
+    costed_max_lens: list[int] = field(default_factory=list)
 
     @property
     def examples(self) -> int:
@@ -77,11 +96,20 @@ class Analysis:
     def histogram(self, bins: int = 16) -> list[tuple[int, int, int]]:
         return histogram(self.lengths, bins)
 
+    @property
+    def baseline(self) -> str | None:
+        """The strategy every other is compared with, when it was costed."""
+        return BASELINE if BASELINE in self.strategies else None
+
+    def truncated(self, max_len: int) -> float:
+        """The share of examples longer than ``max_len``, whatever the strategy."""
+        return float((self.lengths > max_len).mean())
+
     def cost(self, strategy: str, max_len: int) -> StrategyCost:
         return next(c for c in self.costs if c.strategy == strategy and c.max_len == max_len)
 
     def max_lens(self) -> list[int]:
-        return sorted({c.max_len for c in self.costs})
+        return sorted(set(self.costed_max_lens) | {c.max_len for c in self.costs})
 
     def same_cost_groups(self, strategy: str) -> list[list[int]]:
         """Runs of consecutive MAX_LENs at which ``strategy`` computes the same tokens."""
@@ -99,7 +127,7 @@ class Analysis:
             "dataset": self.dataset, "split": self.split, "model": self.model, "examples": self.examples,
             "of": self.of, "batch_size": self.batch_size, "percentiles": self.percentiles(),
             "coverage": {f"{int(q * 100)}%": v for q, v in self.coverage().items()},
-            "costs": [c.__dict__ | {"waste": c.waste} for c in self.costs],
+            "costs": [c.__dict__ | {"waste": c.waste} for c in self.costs], "skipped": dict(self.skipped),
         }
 
 
@@ -120,25 +148,17 @@ def _round_widths():
         scale *= 10
 
 
-def padded_tokens(lengths: np.ndarray, max_len: int, strategy: str, batch_size: int, seed: int = 0) -> int:
-    """Tokens an epoch computes on (real + padding) when ``strategy`` batches these lengths."""
-    kept = np.minimum(lengths, max_len)
-    n = len(kept)
-    if strategy == "fixed":
-        return n * max_len
-    if strategy == "bucketed":
-        return _batched(np.sort(kept), batch_size)
-    if strategy == "dynamic":  # the mean over a few epochs' random orders
-        totals = [_batched(kept[np.random.default_rng([seed, e]).permutation(n)], batch_size) for e in range(DYNAMIC_EPOCHS)]
-        return int(round(float(np.mean(totals))))
-    raise HarnessError(f"unknown strategy {strategy!r} for analyze; available: {', '.join(STRATEGIES)}")
-
-
-def _batched(ordered: np.ndarray, batch_size: int) -> int:
-    starts = np.arange(0, len(ordered), batch_size)
-    widths = np.maximum.reduceat(ordered, starts)
-    sizes = np.diff(np.append(starts, len(ordered)))
-    return int((widths * sizes).sum())
+def padded_tokens(lengths: np.ndarray, strategy: "TokenizerStrategy", batch_size: int, seed: int = 0) -> int:
+    """Tokens an epoch computes on (real + padding) when ``strategy`` batches these lengths:
+    the mean over :data:`EPOCHS` epochs of the strategy's own order and padding, with the
+    generator training gives it (:meth:`~harness.base.TokenizerStrategy.batches`)."""
+    # what training hands the strategy: the lengths after truncation to its MAX_LEN
+    kept = np.minimum(np.asarray(lengths, dtype=np.int64), strategy.max_len)
+    totals = []
+    for epoch in range(EPOCHS):
+        groups = strategy.order(kept, batch_size, np.random.default_rng([seed, epoch]))
+        totals.append(sum(len(g) * int(strategy.pad_to(kept[g])) for g in groups if len(g)))
+    return int(round(float(np.mean(totals))))
 
 
 def profile(
@@ -147,24 +167,59 @@ def profile(
     dataset: str,
     split: str,
     model: str,
+    strategies: Mapping[str, StrategyFactory],
     max_lens: Sequence[int] = DEFAULT_MAX_LENS,
     batch_size: int = 32,
     max_positions: int | None = None,
     of: int | None = None,
     seed: int = 0,
+    skipped: Mapping[str, str] | None = None,
 ) -> Analysis:
+    """The profile of these lengths, each strategy of ``strategies`` (name -> factory, in
+    the order to show them) costed at every MAX_LEN."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(lengths) == 0:
         raise HarnessError(f"dataset '{dataset}': the {split} split is empty")
-    result = Analysis(dataset, split, model, batch_size, lengths, of or len(lengths), max_positions)
-    for max_len in sorted(set(max_lens)):
+    result = Analysis(
+        dataset, split, model, batch_size, lengths, of or len(lengths), max_positions,
+        strategies=list(strategies), skipped=dict(skipped or {}), costed_max_lens=sorted(set(max_lens)),
+    )
+    for max_len in result.costed_max_lens:
         real = int(np.minimum(lengths, max_len).sum())
-        truncated = float((lengths > max_len).mean())
-        for strategy in STRATEGIES:
-            result.costs.append(
-                StrategyCost(strategy, max_len, real, padded_tokens(lengths, max_len, strategy, batch_size, seed), truncated)
-            )
+        truncated = result.truncated(max_len)
+        for name, make in strategies.items():
+            padded = padded_tokens(lengths, make(max_len), batch_size, seed)
+            result.costs.append(StrategyCost(name, max_len, real, padded, truncated))
     return result
+
+
+def default_strategies(
+    registry: "Registry", tokenizer: Any, names: Sequence[str] = ()
+) -> tuple[dict[str, StrategyFactory], dict[str, str]]:
+    """The registered strategies to cost (all, or ``names``), each with its default options.
+
+    Returns (name -> factory of the strategy for a MAX_LEN), in registry order with the
+    baseline first, and (name -> why) for those whose options have no defaults.
+    An unknown name is an error with suggestions.
+    """
+    entries = registry.entries["strategy"]
+    for name in names:
+        registry.get("strategy", name, where="--strategy")
+    chosen = [n for n in entries if not names or n in names]
+    chosen.sort(key=lambda n: n != BASELINE)  # stable: the rest keep the registry's order
+    factories: dict[str, StrategyFactory] = {}
+    skipped: dict[str, str] = {}
+    for name in chosen:
+        cls = entries[name].cls
+        try:
+            options = cls.Options()
+        except ValidationError as exc:
+            required = [f for f, info in cls.Options.model_fields.items() if info.is_required()]
+            skipped[name] = (f"options without a default: {', '.join(required)}" if required
+                             else f"its default options are invalid: {exc.errors()[0]['msg']}")
+            continue
+        factories[name] = lambda max_len, _cls=cls, _options=options: _cls(_options, tokenizer, max_len)
+    return factories, skipped
 
 
 # ----------------------------------------------------------------- from a dataset name
@@ -191,36 +246,32 @@ def analyze_dataset(
     seed: int = 0,
     data_dir: str | None = None,
     plugins: Sequence[str] = (),
+    strategies: Sequence[str] = (),
 ) -> Analysis:
+    """The profile of a dataset's split; ``strategies``: the strategies to cost (default:
+    every registered one)."""
     from pathlib import Path
 
-    from harness.data import DataFiles
+    from harness.data.splits import load_split
     from harness.model import ARCHITECTURES, load_config, load_tokenizer, max_positions
     from harness.plugins import load_registry
-    from harness.suite import describe_error
-    from harness.train import stratified_subset
-
-    registry = load_registry(plugins, base_dir=Path.cwd())
-    entry = registry.get("dataset", name, where="analyze")
-    try:
-        opts = entry.cls.Options.model_validate(options or {}, context={"base_dir": str(Path.cwd())})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise HarnessError(f"--option {key}: {describe_error(err, entry.cls.Options)}") from None
-    dataset = entry.cls(opts, DataFiles(name, data_dir))
-    if split not in dataset.splits:
-        raise HarnessError(f"dataset '{name}' has no {split} split (it has {', '.join(dataset.splits)})")
-    examples = dataset.load(split)
-    total = len(examples)
-    if subset is not None and subset < total:
-        idx = stratified_subset(np.asarray([e.label for e in examples]), subset, seed)
-        examples = [examples[i] for i in idx]
+    from harness.prepare import make_dataset
+    from harness.suite import resolve_run
 
     # an architecture name (bert-base, ...) means its uncased WordPiece tokenizer, the embedded one
     init = "random" if model in ARCHITECTURES else "pretrained"
+    registry = load_registry(plugins, base_dir=Path.cwd())
+    config: dict[str, Any] = {"model": model, "init": init, "dataset": {"name": name, "options": options or {}},
+                              "data_dir": data_dir}
+    if subset is not None and split in ("train", "validation", "test"):
+        config["dataset"]["subset"] = {split: subset, "seed": seed}
+    run = resolve_run(config, registry, Path.cwd(), where=_option_name)
+    data = load_split(make_dataset(run), split, run.config.dataset.subset, name=name)
+    examples, total = data.examples, data.info["of"]
+
     tokenizer = load_tokenizer(model, init, None)
     limit = max_positions(load_config(model, init))
+    factories, skipped = default_strategies(registry, tokenizer, strategies)
     lengths = token_lengths(examples, tokenizer)
     chosen = list(max_lens) if max_lens else [m for m in DEFAULT_MAX_LENS if limit is None or m <= limit]
     if limit is not None:
@@ -229,5 +280,17 @@ def analyze_dataset(
             raise HarnessError(f"--max-len {over[0]}: above the model's position limit ({limit}, max_position_embeddings of {model!r})")
     return profile(
         lengths, dataset=name, split=split, model=model, max_lens=chosen, batch_size=batch_size,
-        max_positions=limit, of=total, seed=seed,
+        max_positions=limit, of=total, seed=seed, strategies=factories, skipped=skipped,
     )
+
+
+def _option_name(loc: Sequence[Any]) -> str:
+    """Where ``harness analyze`` took a key from, for an error: ``--option train``, ``--model``."""
+    from harness.suite import dotted
+
+    parts = [str(p) for p in loc]
+    if parts[:2] == ["dataset", "name"]:
+        return "analyze"
+    if parts[:2] == ["dataset", "options"]:
+        return f"--option {dotted(parts[2:])}"
+    return f"--{parts[0].replace('_', '-')}" if parts else "analyze"

@@ -10,11 +10,12 @@ name the suite file and key path) and passes the validated object to ``__init__`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Sequence, get_args, get_origin
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Iterator, Literal, Sequence, get_args, get_origin
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationInfo, field_validator
 from torch import nn
 
 from harness.config import no_bool_for_numbers
@@ -34,6 +35,32 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     _no_bool_for_numbers = field_validator("*", mode="before")(classmethod(no_bool_for_numbers))
+
+
+class _ResolvedPath(str):
+    """An absolute path that remembers how the suite wrote it."""
+
+    written: str
+
+
+def _absolute(value: str, info: ValidationInfo) -> str:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir")
+        path = (Path(base) if base else Path.cwd()) / path
+    resolved = _ResolvedPath(path)
+    resolved.written = value
+    return resolved
+
+
+#: A path option (``train: data/train.csv``). Its value is made absolute when the run is
+#: resolved, against the folder of the suite that names it (:func:`harness.suite.resolve_run`),
+#: so the run reads the same file from any working directory and in any process. It is
+#: recorded as written (a run id that does not depend on where the suite sits); a worker
+#: process re-resolves it against the same folder.
+LocalPath = Annotated[
+    str, AfterValidator(_absolute), PlainSerializer(lambda v: getattr(v, "written", v), return_type=str)
+]
 
 
 # --------------------------------------------------------------------------- datasets

@@ -8,6 +8,7 @@ diverged exits 1. Ctrl-C or SIGTERM exits 130 after saying how to resume.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -70,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--model", default="minilm", help="whose tokenizer (default: minilm, the embedded model)")
     analyze.add_argument("--split", default="train", help="which split (default: train)")
     analyze.add_argument("--max-len", default=None, metavar="N,N,...", help="MAX_LENs to cost (default: 32,64,128,256,512)")
-    analyze.add_argument("--batch-size", type=int, default=32, help="batch size of the dynamic/bucketed model (default 32)")
+    analyze.add_argument("--batch-size", type=int, default=32, help="batch size the strategies batch with (default 32)")
+    analyze.add_argument("--strategy", dest="strategies", action="append", default=[], metavar="NAME",
+                         help="cost only this tokenizer strategy (repeatable; default: every registered one)")
     analyze.add_argument("--subset", type=int, default=None, metavar="N", help="a seeded, stratified subset of N examples")
     analyze.add_argument("--seed", type=int, default=0, help="seed of the subset and of the random batches")
     analyze.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
@@ -121,20 +124,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import report
-    from harness.results import prepare_out_dir
+    from harness import report, summary
+    from harness.results import check_out_dir, prepare_out_dir
     from harness.runner import preflight, run_suite
 
     suite, runs = _load(args)
-    out = prepare_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
+    # nothing is written before every run has been checked: a failed start leaves no folder
+    out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
     for warning in preflight(runs):
         report.print_note(warning)
+    prepare_out_dir(out)
     try:
-        records = run_suite(runs, out, rerun=args.rerun, show_progress=not args.no_progress, suite_name=suite.name)
+        with report.RichProgress(len(runs), enabled=not args.no_progress) as progress:
+            records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name)
     except KeyboardInterrupt:
         report.print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
-    report.print_table(records, title=report.table_title(records, suite.name))
+    report.print_table(records, title=summary.table_title(records, suite.name))
     report.print_note(f"results: {out / 'results.jsonl'}")
     if not args.no_plot:
         _plot_after_run(records, out / "plot.png", suite.name)
@@ -177,7 +183,7 @@ def _plot_after_run(records, path: Path, title: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness import report
+    from harness import report, summary
     from harness.results import read_records
 
     if (args.x or args.group) and not args.plot:
@@ -186,7 +192,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise HarnessError("--output writes md or csv; add --format md or --format csv")
     records = read_records(args.dir)
     fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
-    title = report.table_title(records, fallback)
+    title = summary.table_title(records, fallback)
     if args.format == "table":
         report.print_table(records, title=title)
     else:
@@ -199,7 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot:
         from harness import plot
 
-        plot.write_plot(records, args.plot, x=args.x, group=args.group, title=report.suite_names(records, fallback))
+        plot.write_plot(records, args.plot, x=args.x, group=args.group, title=summary.suite_names(records, fallback))
         report.print_note(f"plot: {args.plot}")
     return ExitCode.OK
 
@@ -276,6 +282,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result = analyze_dataset(
         args.dataset, model=args.model, split=args.split, options=options, max_lens=max_lens,
         batch_size=args.batch_size, subset=args.subset, seed=args.seed, data_dir=args.data_dir, plugins=plugins,
+        strategies=args.strategies,
     )
     report.print_analysis(result)
     return ExitCode.OK
@@ -285,7 +292,30 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "a
             "report": cmd_report, "compare": cmd_compare}
 
 
+class _NoteHandler(logging.Handler):
+    """Shows the ``harness`` loggers' records (INFO and above) as notes on stderr: the modules
+    below the command line log, only the command line (through :mod:`harness.report`) prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from harness import report
+
+            report.print_note(record.getMessage())
+        except Exception:  # noqa: BLE001 - logging's own policy: a broken handler never stops the run
+            self.handleError(record)
+
+
+def _show_log_notes() -> None:
+    """Route the ``harness`` loggers to :func:`harness.report.print_note`, once per process."""
+    logger = logging.getLogger("harness")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler(logging.INFO))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _show_log_notes()
     args = build_parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command](args))

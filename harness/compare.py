@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.report import column_label, flatten, summarize, varied_keys
+from harness.summary import column_label, flatten, summarize, varied_keys
 
 #: environment fields worth a warning when they differ between BASE and NEW
 ENV_KEYS = ("device_name", "torch", "transformers", "cuda", "python", "harness_version", "harness_git_sha")

@@ -8,6 +8,7 @@ against the plugin's own schema when the run is resolved (:mod:`harness.suite`).
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any, Literal
 
@@ -42,7 +43,11 @@ class PluginRef(Strict):
     """A plugin by name, with its options: ``linear`` or ``{name: mlp, options: {...}}``."""
 
     name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the plugin's options, see `harness plugins` (each with its type and default); "
+        "an unknown option is an error",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -53,10 +58,17 @@ class PluginRef(Strict):
 class Subset(Strict):
     """A seeded subset of N examples per split, stratified by label (None: the whole split)."""
 
-    train: PositiveInt | None = None
-    validation: PositiveInt | None = None
-    test: PositiveInt | None = None
-    seed: int = Field(0, description="seed of the subset draw; independent of the run's seed")
+    train: PositiveInt | None = Field(
+        None, description="train on N examples of the train split, drawn seeded and stratified by label; null: all"
+    )
+    validation: PositiveInt | None = Field(
+        None, description="evaluate on N examples of the validation split (drawn the same way); null: all"
+    )
+    test: PositiveInt | None = Field(None, description="the same for the test split (with `eval_split: test`)")
+    seed: int = Field(
+        0, description="seed of the subset draw; independent of the run's `seed`, so runs with other seeds "
+        "train on the same examples"
+    )
 
 
 class DatasetRef(PluginRef):
@@ -68,12 +80,26 @@ class Launcher(Strict):
     or data-parallel workers through torchrun (see docs/distributed.md). ``batch_size``
     stays the global batch: each of the ``nproc x nnodes`` ranks takes its share."""
 
-    nproc: PositiveInt = Field(1, description="processes per node, one GPU each (torchrun --nproc-per-node)")
-    nnodes: PositiveInt = Field(1, description="nodes (torchrun --nnodes); more than 1 needs rdzv_endpoint")
-    rdzv_endpoint: str | None = Field(None, description="host:port every node reaches (torchrun --rdzv-endpoint)")
-    rdzv_backend: str = Field("c10d", description="torchrun --rdzv-backend")
-    rdzv_id: str | None = Field(None, description="job id shared by the nodes; each run meets as <rdzv_id>-<run_id>")
-    timeout: float | None = Field(None, gt=0, description="seconds; workers still running then are stopped, the run failed")
+    nproc: PositiveInt = Field(
+        1,
+        description="data-parallel processes per node (`torchrun --nproc-per-node`; `harness run --nproc N`): "
+        "one GPU each, NCCL; with `device: cpu`, CPU processes over gloo",
+    )
+    nnodes: PositiveInt = Field(
+        1, description="nodes (`torchrun --nnodes`), the same command on each; more than 1 needs `rdzv_endpoint`"
+    )
+    rdzv_endpoint: str | None = Field(
+        None, description="`host:port` every node reaches (`torchrun --rdzv-endpoint`); not part of the run id"
+    )
+    rdzv_backend: str = Field("c10d", description="`torchrun --rdzv-backend`; not part of the run id")
+    rdzv_id: str | None = Field(
+        None, description="job id shared by the nodes; each run meets as `<rdzv_id>-<run_id>`; not part of the run id"
+    )
+    timeout: float | None = Field(
+        None, gt=0,
+        description="seconds; workers still running then are stopped and the run is recorded `failed`; "
+        "null: no limit; not part of the run id",
+    )
 
 
 class RunConfig(Strict):
@@ -81,29 +107,183 @@ class RunConfig(Strict):
 
     model: str = Field(
         "minilm",
-        description="'minilm' (the embedded default), a Hugging Face name, a local checkpoint "
-        "path, or with init=random an architecture: bert-base, bert-large, minilm, bert-tiny",
+        description="`minilm` (the embedded MiniLM, offline), a Hugging Face name (from the local cache, or "
+        "downloaded when the hub is reachable), a local checkpoint directory (`config.json` and "
+        "`model.safetensors`); with `init: random` also an architecture: `bert-base`, `bert-large`, "
+        "`minilm`, `bert-tiny`",
     )
-    init: Literal["pretrained", "random"] = Field("pretrained", description="random: build from the config alone, for timing")
-    tokenizer: str | None = Field(None, description="tokenizer name or path (default: the model's)")
-    dataset: DatasetRef = Field(default_factory=lambda: DatasetRef(name="cola"))
-    strategy: PluginRef = Field(default_factory=lambda: PluginRef(name="fixed"))
-    head: PluginRef = Field(default_factory=lambda: PluginRef(name="linear"))
-    max_len: int = Field(128, ge=2, description="MAX_LEN: tokens per example, special tokens included")
-    batch_size: PositiveInt = 32
-    eval_batch_size: PositiveInt | None = Field(None, description="default: batch_size")
-    epochs: PositiveInt = 4
-    lr: float = Field(2e-5, gt=0)
-    adam_eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps with a linear warm-up")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; null: none")
-    seed: int = 42
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
-    attention: Literal["sdpa", "eager"] = "sdpa"
-    compile: bool = False
-    warmup_batches: int = Field(2, ge=0, description="untimed steps before the first epoch (weights unchanged)")
-    eval_split: Literal["validation", "test"] = "validation"
-    data_dir: str | None = Field(None, description="default: $HARNESS_DATA_DIR, then the cache")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="`pretrained`: load the checkpoint's weights; `random`: build the model from its config "
+        "alone (random weights, for timing)",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer name or path; null: the model's own (for a random-init architecture, the "
+        "embedded uncased WordPiece)",
+    )
+    dataset: DatasetRef = Field(
+        default_factory=lambda: DatasetRef(name="cola"),
+        description="the dataset: `cola`, `sst2`, `mrpc`, `imdb`, `files` or a plugin's; `dataset: cola` "
+        "is short for `{name: cola}`",
+    )
+    strategy: PluginRef = Field(
+        default_factory=lambda: PluginRef(name="fixed"),
+        description="the tokenizer strategy (truncation, padding, batch order): `fixed`, `dynamic`, "
+        "`bucketed` or a plugin's",
+    )
+    head: PluginRef = Field(
+        default_factory=lambda: PluginRef(name="linear"),
+        description="the classification head: `linear`, `cls`, `mean`, `mlp` or a plugin's",
+    )
+    max_len: int = Field(
+        128, ge=2,
+        description="MAX_LEN: tokens per example, special tokens included; longer texts are truncated "
+        "(`strategy.options.truncation`); at most the model's position limit",
+    )
+    batch_size: PositiveInt = Field(
+        32,
+        description="training examples per optimizer step: the global batch, split evenly over the "
+        "data-parallel ranks (`launcher.nproc` x `launcher.nnodes`, which must divide it)",
+    )
+    eval_batch_size: PositiveInt | None = Field(
+        None,
+        description="examples per evaluation batch (global, like `batch_size`); null: `batch_size`. "
+        "Evaluation batches are sorted by length, so a larger one is faster",
+    )
+    epochs: PositiveInt = Field(
+        4,
+        description="passes over the training data, each followed by an evaluation; a run whose loss "
+        "becomes NaN or infinite stops there (`diverged`)",
+    )
+    lr: float = Field(
+        2e-5, gt=0,
+        description="AdamW's peak learning rate, reached after the warm-up, then decayed linearly to 0 "
+        "at the last step",
+    )
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW's epsilon (fused AdamW where torch has the kernel)")
+    weight_decay: float = Field(
+        0.0, ge=0, description="AdamW's decoupled weight decay, applied to every trainable parameter"
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1,
+        description="share of all optimizer steps over which the learning rate rises linearly from 0 to `lr`",
+    )
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="clip the gradients' global L2 norm to this before each step; null: no clipping"
+    )
+    seed: int = Field(
+        42,
+        description="seeds the model's initialisation (the head's; all of it with `init: random`), dropout "
+        "and the order of the training batches; not the subset draw (`dataset.subset.seed`)",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="`auto`: `cuda` when torch sees a GPU, else `cpu`; or `cpu`, `cuda`, `cuda:N`, `mps`. "
+        "The record holds the resolved device",
+    )
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
+        "auto",
+        description="`auto`: bf16 on a GPU that supports it, else fp32 (a CPU too); `tf32`: TF32 matmuls "
+        "on a CUDA GPU (elsewhere fp32); `bf16`, `fp16`: autocast (fp16 with a gradient scaler). bf16 on "
+        "a CPU pays only with AVX512-BF16 or AMX (else a warning). The record holds the resolved precision",
+    )
+    attention: Literal["sdpa", "eager"] = Field(
+        "sdpa",
+        description="the backbone's attention implementation: `sdpa` (torch's scaled_dot_product_attention) "
+        "or `eager` (the plain one)",
+    )
+    compile: bool = Field(
+        False,
+        description="`torch.compile(dynamic=True)` the model; compilation happens in the untimed warm-up "
+        "(at least 2 batches) and is recorded as `compile_seconds`, apart from epoch time",
+    )
+    warmup_batches: int = Field(
+        2, ge=0,
+        description="untimed forward and backward passes on the first training batches before epoch 1 "
+        "(kernel selection, allocator); no optimizer step, the weights stay as they were. At least 2 "
+        "with `compile: true`",
+    )
+    eval_split: Literal["validation", "test"] = Field(
+        "validation",
+        description="the split evaluated after each epoch, whose metrics the record and the table report",
+    )
+    data_dir: str | None = Field(
+        None,
+        description="the folder holding one folder per dataset; null: `$HARNESS_DATA_DIR`, then the cache "
+        "(`~/.cache/harness`). Relative to the suite file (to the current folder with `--set`); not part "
+        "of the run id",
+    )
     launcher: Launcher = Field(default_factory=Launcher, description="data-parallel workers through torchrun")
+
+    @property
+    def world_size(self) -> int:
+        """Processes that train the run: ``launcher.nproc x launcher.nnodes`` (1 unless data-parallel)."""
+        return self.launcher.nproc * self.launcher.nnodes
+
+
+# ------------------------------------------------------------------- the docs' key table
+
+
+def key_table() -> str:
+    """Every key a suite may set, as a markdown table: key (dotted), type, default, meaning.
+
+    Made from :class:`RunConfig`'s fields and their descriptions; docs/suites.md holds a
+    copy between ``<!-- keys:start -->`` and ``<!-- keys:end -->`` that a test compares.
+    """
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, meaning in _keys(RunConfig, RunConfig(), ""):
+        lines.append(f"| `{key}` | {kind} | `{_cell(default)}` | {_cell(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _keys(
+    model: type[BaseModel], values: BaseModel, prefix: str, inherited: str = ""
+) -> typing.Iterator[tuple[str, str, str, str]]:
+    for name, field in model.model_fields.items():
+        value = getattr(values, name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # nested: dotted keys
+            yield from _keys(annotation, value, f"{prefix}{name}.", field.description or "")
+            continue
+        # a plugin's `name` says what its parent key says (dataset.name: the dataset ...)
+        yield f"{prefix}{name}", _type_text(annotation, field.metadata), _yaml(value), field.description or inherited
+
+
+def _type_text(annotation: Any, metadata: typing.Sequence[Any] = ()) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _type_text(base, [*metadata, *extra])
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(
+            "null" if a is type(None) else _type_text(a, metadata) for a in typing.get_args(annotation)
+        )
+    if annotation is type(None):
+        return "null"
+    if origin is dict or annotation is dict:
+        return "mapping"
+    bounds = [
+        f"{sign} {getattr(m, attr)}"
+        for m in metadata
+        for attr, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+        if getattr(m, attr, None) is not None
+    ]
+    return " ".join([getattr(annotation, "__name__", str(annotation)), ", ".join(bounds)]).strip()
+
+
+def _yaml(value: Any) -> str:
+    """A default as it would be written in a suite."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

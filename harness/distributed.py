@@ -16,7 +16,6 @@ and the suite goes on.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -37,7 +36,7 @@ import torch.distributed as dist
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.config import Launcher, RunConfig
+    from harness.config import Launcher
     from harness.suite import ResolvedRun
 
 SPEC, RECORD, EVENTS, RANK0 = "spec.json", "record.json", "events.jsonl", "rank0"
@@ -133,14 +132,10 @@ def _comm_device() -> torch.device:
 # ---------------------------------------------------------------- the parent: checks, launch
 
 
-def world_size(config: RunConfig) -> int:
-    return config.launcher.nproc * config.launcher.nnodes
-
-
 def check(run: ResolvedRun) -> None:
     """Preflight: what would make a data-parallel run fail only after it started."""
     cfg, launcher = run.config, run.config.launcher
-    ws = world_size(cfg)
+    ws = cfg.world_size
     if ws == 1:
         return
     where = run.where("launcher")
@@ -202,13 +197,16 @@ def local_plugins(run: ResolvedRun) -> list[str]:
 def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | None:
     """Run ``run`` under torchrun; its record (``failed`` when a worker died), or None on a
     node of a multi-node run that does not hold rank 0 (that node's parent records it)."""
-    from harness.runner import failed_record
+    from harness.record import RunRecord, now
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = now()
     launcher = run.config.launcher
     workdir = Path(tempfile.mkdtemp(prefix=f".launch-{run.run_id}-", dir=out_dir))
     try:
-        spec = {"run_id": run.run_id, "config": run.record_config(), "plugins": local_plugins(run)}
+        # the resolved config and the folder it was resolved against: the worker resolves it
+        # again the same way (harness.suite.resolve_run) and gets the same run
+        spec = {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
+                "plugins": local_plugins(run)}
         (workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")
         cmd = [
             sys.executable, "-m", "torch.distributed.run", *torchrun_args(launcher, run.run_id),
@@ -235,9 +233,7 @@ def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | N
         kept = out_dir / "logs" / f"{run.run_id}.log"
         kept.parent.mkdir(exist_ok=True)
         shutil.copyfile(log, kept)
-        record = failed_record(run, reason, started)
-        record["log"] = str(kept)
-        return record
+        return RunRecord.failed(run, reason, started, log=str(kept)).to_dict()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -314,14 +310,9 @@ def failure_reason(workdir: Path, log_text: str, code: int) -> tuple[bool, str]:
     if rank in errors:
         e = errors[rank]
         return e["usage"], (e["message"] if e["usage"] else f"worker failed: rank {rank}: {e['message']}")
-    if exitcode < 0:
-        try:
-            how = f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"was killed by signal {-exitcode}"
-    else:
-        how = f"exited with code {exitcode}"
-    return False, f"worker died: rank {rank} {how} without a Python error; the other ranks were stopped"
+    from harness.record import exit_reason
+
+    return False, f"worker died: rank {rank} {exit_reason(exitcode)} without a Python error; the other ranks were stopped"
 
 
 # ------------------------------------------------------------------- the worker's progress

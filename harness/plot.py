@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.report import column_label, flatten, summarize, varied_keys
+from harness.summary import column_label, flatten, summarize, varied_keys
 
 #: the axis a suite most often sweeps; preferred when several numeric keys vary
 PREFERRED_X = "max_len"

@@ -54,16 +54,12 @@ class HarnessBenchmark:
 
     def resolve(self, config: Mapping[str, Any] | None = None, plugins: Sequence[str] = (), **keys: Any) -> Any:
         """The :class:`harness.suite.ResolvedRun` for these keys (over BENCHMARK_DEFAULTS)."""
-        from harness.errors import HarnessError
         from harness.plugins import load_registry
-        from harness.suite import Suite, resolve
+        from harness.suite import config_from_keys, dotted, resolve_run
 
-        defaults = {**BENCHMARK_DEFAULTS, **(config or {}), **keys}
-        suite = Suite(Path(self.where), "benchmark", "", list(plugins), defaults, {}, [], {}, {})
-        runs = resolve(suite, load_registry(list(plugins), base_dir=self.base_dir))
-        if len(runs) != 1:  # pragma: no cover - defaults expand to exactly one run
-            raise HarnessError(f"{self.where}: expected one run, got {len(runs)}")
-        return runs[0]
+        data = config_from_keys({**BENCHMARK_DEFAULTS, **(config or {}), **keys})
+        registry = load_registry(list(plugins), base_dir=self.base_dir)
+        return resolve_run(data, registry, self.base_dir, where=lambda loc: f"{self.where}: {dotted(loc)}")
 
     def __call__(
         self, config: Mapping[str, Any] | None = None, *, plugins: Sequence[str] = (), rounds: int = 3,
@@ -82,11 +78,9 @@ class HarnessBenchmark:
         from harness.runner import preflight
         from harness.train import fit
 
-        from harness import distributed
-
         try:
             run = self.resolve(config, plugins, **keys)
-            if distributed.world_size(run.config) != 1:
+            if run.config.world_size != 1:
                 raise HarnessError(f"{self.where}: harness_benchmark times one process; leave `launcher` out")
             preflight([run])
         except HarnessError as exc:  # a mistake in the test's keys: one line, no traceback
@@ -110,7 +104,7 @@ class HarnessBenchmark:
 
 def extra_info(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What a benchmark's JSON keeps beside the times: metrics, tokens, config, device."""
-    from harness.report import summarize
+    from harness.summary import summarize
 
     last = records[-1]
     epoch_seconds = [summarize(r)["epoch_seconds"] for r in records]

@@ -7,7 +7,6 @@ Everything here reads plain run records (the objects in ``results.jsonl``), so
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -15,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from harness.summary import column_label, flatten, rows, varied_keys
 
 
 class _Consoles:
@@ -37,18 +38,29 @@ class _Consoles:
 
 _consoles = _Consoles()
 
-#: config keys never shown as a varied column, nor used to tell configurations apart
-HIDDEN_KEYS = ("data_dir",)
-
-
 # ------------------------------------------------------------------------- progress
+
+
+class _SyncedProgress(Progress):
+    """rich's Progress that takes the loop's step count each time it draws, so the training
+    step itself makes no call into rich (``RichProgress.advance`` only counts)."""
+
+    def __init__(self, *columns: Any, sync: Any, **kwargs: Any):
+        self._sync = sync  # before rich's __init__, which draws once
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> Iterable[Any]:
+        self._sync()
+        yield from super().get_renderables()
 
 
 class RichProgress:
     """Three bars: runs of the suite, epochs of the run, steps of the epoch (with ETA)."""
 
     def __init__(self, total_runs: int, enabled: bool = True):
-        self.progress = Progress(
+        self.steps_done = 0  # counted by the loop, drawn by rich's refresh thread
+        self._drawn = 0
+        self.progress = _SyncedProgress(
             TextColumn("{task.description}", style="bold"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -59,6 +71,7 @@ class RichProgress:
             console=_consoles.err,
             disable=not enabled,
             transient=False,
+            sync=self._sync,
         )
         self.runs = self.progress.add_task("runs", total=total_runs, info="")
         self.epochs = self.progress.add_task("epochs", total=1, info="", visible=False)
@@ -87,125 +100,24 @@ class RichProgress:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if epoch == 1:
             self.progress.reset(self.epochs, total=epochs, visible=True, info="")
+        self.steps_done = self._drawn = 0
         self.progress.reset(self.steps, total=steps, visible=True, info=f"epoch {epoch}")
 
     def advance(self, steps: int = 1) -> None:
-        self.progress.advance(self.steps, steps)
+        self.steps_done += steps
+
+    def _sync(self) -> None:
+        done = self.steps_done
+        if done != self._drawn:
+            self.progress.update(self.steps, completed=done)
+            self._drawn = done
 
     def end_epoch(self, summary: dict[str, Any]) -> None:
+        self._sync()
         metrics = " ".join(f"{k} {v:.3f}" for k, v in summary.get("metrics", {}).items())
         self.progress.update(
             self.epochs, advance=1, info=f"{summary['train_seconds']:.1f}s  loss {summary['train_loss']:.3f}  {metrics}"
         )
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    """Derived figures of one run, from its epochs."""
-    epochs = record.get("epochs") or []
-    train_s = sum(e["train_seconds"] for e in epochs)
-    real = sum(e["real_tokens"] for e in epochs)
-    padded = sum(e["padded_tokens"] for e in epochs)
-    flops = sum(e.get("train_flops") or 0.0 for e in epochs)
-    return {
-        "epoch_seconds": train_s / len(epochs) if epochs else None,
-        "eval_seconds": statistics.fmean(e["eval_seconds"] for e in epochs) if epochs else None,
-        "real_tokens_per_second": real / train_s if train_s else None,
-        "padding_waste": (padded - real) / padded if padded else None,
-        "peak_memory_bytes": max((e["peak_memory_bytes"] for e in epochs), default=None),
-        "tflops": flops / train_s / 1e12 if train_s and flops else None,
-        "peak_share": _peak_share(record, flops / train_s / 1e12 if train_s and flops else None),
-        "compile_seconds": record.get("compile_seconds"),
-        "train_loss": epochs[-1]["train_loss"] if epochs else None,
-    }
-
-
-def _peak_share(record: dict[str, Any], tflops: float | None) -> float | None:
-    """Model TFLOP/s over the GPU's dense bf16 peak (None on a CPU or an unknown card)."""
-    from harness.measure import bf16_peak_tflops
-
-    env = record.get("env") or {}
-    if tflops is None or not env.get("cuda"):
-        return None
-    peak = bf16_peak_tflops(env.get("device_name") or "")
-    return tflops / peak if peak else None
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):  # an empty one ({} options) is no column of its own
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-def varied_keys(records: Sequence[dict[str, Any]], exclude: Iterable[str] = ()) -> list[str]:
-    """Config keys (dotted) whose value differs between records, in config order."""
-    flat = [flatten(r.get("config", {})) for r in records]
-    keys: list[str] = []
-    for f in flat:
-        keys += [k for k in f if k not in keys]
-    skip = set(HIDDEN_KEYS) | set(exclude)
-    return [k for k in keys if k not in skip and len({repr(f.get(k)) for f in flat}) > 1]
-
-
-def column_label(key: str) -> str:
-    """``strategy.name`` -> ``strategy``; ``strategy.options.truncation`` -> ``truncation``."""
-    parts = key.split(".")
-    if parts[-1] == "name" and len(parts) == 2:
-        return parts[0]
-    if len(parts) >= 3 and parts[1] == "options":
-        return ".".join(parts[2:])
-    return key
-
-
-def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Table rows: one per configuration (records differing only by seed are one row,
-    with mean and spread). Returns the varied config keys and the rows."""
-    seeds_vary = len({r.get("config", {}).get("seed") for r in records}) > 1
-    keys = varied_keys(records, exclude=("seed",) if seeds_vary else ())
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        flat = flatten(r.get("config", {}))
-        group_key = repr([flat.get(k) for k in keys])
-        groups.setdefault(group_key, []).append(r)
-    metric_names: list[str] = []
-    for r in records:
-        main = r.get("main_metric")
-        for name in ([main] if main else []) + list((r.get("metrics") or {})):
-            if name not in metric_names:
-                metric_names.append(name)
-    out = []
-    for members in groups.values():
-        flat = flatten(members[0].get("config", {}))
-        sums = [summarize(m) for m in members]
-        ok = [m for m in members if m.get("status") == "ok"]
-        row: dict[str, Any] = {k: flat.get(k) for k in keys}
-        row["runs"] = len(members)
-        statuses = sorted({m.get("status", "?") for m in members})
-        row["status"] = "/".join(statuses)
-        row["error"] = "; ".join(sorted({m["error"] for m in members if m.get("error")}))
-        for field in ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops",
-                      "peak_share", "compile_seconds", "train_loss"):
-            row[field], row[field + "_spread"] = _mean_spread([s[field] for s in sums])
-        row["peak_memory_bytes"] = max((s["peak_memory_bytes"] or 0 for s in sums), default=None) or None
-        for name in metric_names:
-            row[name], row[name + "_spread"] = _mean_spread([(m.get("metrics") or {}).get(name) for m in ok])
-        row["_metrics"] = metric_names
-        out.append(row)
-    return keys, out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -280,17 +192,6 @@ def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> 
         _consoles.out.print("no runs recorded")
         return
     _consoles.out.print(results_table(records, title))
-
-
-def suite_names(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:
-    """The suite name(s) recorded with the runs (``max_len``, ``a + b``), else ``fallback``."""
-    return " + ".join(dict.fromkeys(r["suite"] for r in records if r.get("suite"))) or fallback
-
-
-def table_title(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:
-    """``max_len (3 runs)``: what ``harness run`` and ``harness report`` title the table."""
-    n = len(records)
-    return f"{suite_names(records, fallback)} ({n} run{'s' if n != 1 else ''})"
 
 
 # ------------------------------------------------------------------- markdown, csv
@@ -450,40 +351,46 @@ def print_analysis(analysis: Any, bar_width: int = 40) -> None:
     limit = f" (the model's limit is {a.max_positions})" if a.max_positions else ""
     out.print(f"MAX_LEN that keeps examples whole: {', '.join(parts)}{limit}", highlight=False)
 
+    # one section per MAX_LEN, one row per strategy costed (the baseline first)
     table = Table(
         title=f"cost of one epoch per MAX_LEN and strategy (batch size {a.batch_size})", header_style="bold"
     )
-    for col, justify in (("MAX_LEN", "right"), ("truncated", "right"), ("strategy", "left"),
-                         ("padded tokens", "right"), ("padding waste", "right"), ("vs fixed", "right")):
+    columns = [("MAX_LEN", "right"), ("truncated", "right"), ("strategy", "left"),
+               ("padded tokens", "right"), ("padding waste", "right")]
+    if a.baseline:
+        columns.append((f"vs {a.baseline}", "right"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for m in a.max_lens():
-        fixed = a.cost("fixed", m).padded_tokens
-        for i, strategy in enumerate(("fixed", "dynamic", "bucketed")):
+        for i, strategy in enumerate(a.strategies):
             c = a.cost(strategy, m)
-            table.add_row(
-                str(m) if i == 0 else "", f"{c.truncated:.1%}" if i == 0 else "", strategy,
-                _count(c.padded_tokens), f"{c.waste:.0%}", f"{c.padded_tokens / fixed:.2f}×",
-                end_section=i == 2,
-            )
-    out.print(table)
+            row = [str(m) if i == 0 else "", f"{a.truncated(m):.1%}" if i == 0 else "", strategy,
+                   _count(c.padded_tokens), f"{c.waste:.0%}"]
+            if a.baseline:
+                row.append(f"{c.padded_tokens / a.cost(a.baseline, m).padded_tokens:.2f}×")
+            table.add_row(*row, end_section=i == len(a.strategies) - 1)
+    out.print(table if a.strategies else "no tokenizer strategy to cost", highlight=False)
+    for name, why in a.skipped.items():
+        out.print(f"{name}: not costed, {why} (analyze builds each strategy with its default options)",
+                  highlight=False, soft_wrap=True)
 
     longest = int(a.lengths.max())
-    for strategy in ("dynamic", "bucketed"):
+    for strategy in a.strategies:
         for group in a.same_cost_groups(strategy):
             lo, hi = group[0], group[-1]
-            ratio = a.cost("fixed", hi).padded_tokens / a.cost("fixed", lo).padded_tokens
+            why = (f": the longest example has {longest} tokens, so nothing is truncated at MAX_LEN {lo} or above "
+                   f"and a larger MAX_LEN changes nothing") if lo >= longest else ""
             out.print(
                 f"{strategy}: MAX_LEN {', '.join(map(str, group))} cost the same "
-                f"({_count(a.cost(strategy, lo).padded_tokens)} tokens per epoch): the longest example has "
-                f"{longest} tokens, so no batch is padded past {longest} and a larger MAX_LEN changes nothing "
-                f"(under fixed padding MAX_LEN {hi} costs {ratio:.1f}× MAX_LEN {lo})",
+                f"({_count(a.cost(strategy, lo).padded_tokens)} tokens per epoch){why} "
+                f"(under fixed padding MAX_LEN {hi} costs {hi / lo:.1f}× MAX_LEN {lo})",
                 highlight=False, soft_wrap=True,
             )
-    cut = [m for m in a.max_lens() if a.cost("fixed", m).truncated > 0.05]
+    cut = [m for m in a.max_lens() if a.truncated(m) > 0.05]
     if cut:
         m = cut[-1]
         out.print(
-            f"truncation: at MAX_LEN {m} {a.cost('fixed', m).truncated:.0%} of the examples lose tokens; "
+            f"truncation: at MAX_LEN {m} {a.truncated(m):.0%} of the examples lose tokens; "
             f"it changes what the model sees, and so the accuracy, not only the time",
             highlight=False, soft_wrap=True,
         )

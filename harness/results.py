@@ -28,11 +28,22 @@ TMP_PREFIX = ".results-"
 FINISHED = ("ok", "diverged")
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create the output directory; a clear error when it is a file or not writable."""
+def check_out_dir(out: str | Path) -> Path:
+    """The output directory, checked without creating anything: an error when it is a file,
+    or when it (or the nearest folder above it that exists) is not writable."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out}: exists and is not a directory")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(f"--out {out}: not writable" if existing == out else
+                           f"--out {out}: cannot create it (Permission denied in {existing})")
+    return out
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the output directory; a clear error when it is a file or not writable."""
+    out = check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

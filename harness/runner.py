@@ -12,24 +12,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import signal
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
 from harness import distributed
 from harness.errors import HarnessError
-from harness.measure import cpu_bf16_native, environment
+from harness.measure import cpu_bf16_native
 from harness.model import check_weights, load_config, load_tokenizer, max_positions
-from harness.report import RichProgress
+from harness.prepare import load_run_split, make_dataset
+from harness.record import RunRecord, failure_reason, now
 from harness.results import ResultsStore
 from harness.suite import ResolvedRun
-from harness.train import fit, load_split, make_dataset
+from harness.train import NullProgress, Progress, fit
 
 
 def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
@@ -59,40 +59,21 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
             load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
         except HarnessError as exc:
             raise HarnessError(f"{run.where('tokenizer' if cfg.tokenizer else 'model')}: {exc}") from None
-        data_key = (cfg.dataset.name, repr(cfg.dataset.options), cfg.data_dir, cfg.eval_split)
+        data_key = (cfg.dataset.model_dump_json(), str(run.base_dir), cfg.data_dir, cfg.eval_split)
         if data_key not in checked:
             dataset = make_dataset(run)
             dataset.check()
             # read both splits now: a broken row fails in a second, not after hours of runs
             for split in ("train", cfg.eval_split):
-                load_split(run, dataset, split)
+                load_run_split(run, dataset, split)
             checked.add(data_key)
     return list(warnings)
-
-
-def failed_record(run: ResolvedRun, reason: str, started: dt.datetime) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "status": "failed",
-        "error": reason,
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": run.record_config(),
-        "env": environment(torch.device(run.config.device)),
-        "world_size": distributed.world_size(run.config),
-        "epochs": [],
-        "metrics": {},
-    }
 
 
 def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
 @contextmanager
@@ -118,40 +99,59 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def label(run: ResolvedRun) -> str:
     cfg = run.config
-    procs = distributed.world_size(cfg)
+    procs = cfg.world_size
     return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}" + (
         f" x{procs} processes" if procs > 1 else ""
     )
 
 
+class SuiteProgress(Progress, Protocol):
+    """What :func:`run_suite` tells a display (``harness.report.RichProgress`` is one)."""
+
+    def start_run(self, label: str) -> None: ...
+    def end_run(self, status: str) -> None: ...
+    def skip_run(self) -> None: ...
+
+
+class NullSuiteProgress(NullProgress):
+    def start_run(self, label: str) -> None:
+        pass
+
+    def end_run(self, status: str) -> None:
+        pass
+
+    def skip_run(self) -> None:
+        pass
+
+
 def run_suite(
-    runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, show_progress: bool = True,
+    runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, progress: SuiteProgress | None = None,
     suite_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or skip, when already finished) every run; return their records in suite order.
-    ``suite_name`` is recorded with each run (``harness report`` titles its table with it)."""
+    ``suite_name`` is recorded with each run (``harness report`` titles its table with it);
+    ``progress`` hears of every run, epoch and step."""
     store = ResultsStore(out_dir)
-    with sigterm_as_interrupt(), RichProgress(len(runs), enabled=show_progress) as progress:
+    progress = progress or NullSuiteProgress()
+    with sigterm_as_interrupt():
         for run in runs:
             if not rerun and store.finished(run.run_id):
                 progress.skip_run()
                 continue
             progress.start_run(label(run))
-            started = dt.datetime.now(dt.timezone.utc)
+            started = now()
             try:
-                if distributed.world_size(run.config) == 1:
+                if run.config.world_size == 1:
                     record = fit(run, progress)
                 else:  # data-parallel workers through torchrun
                     record = distributed.launch(run, out_dir, progress)
             except (HarnessError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a fault of this run: record it, go on with the suite
-                reason = f"out of memory: {_first_line(exc)}" if _is_oom(exc) else f"{type(exc).__name__}: {_first_line(exc)}"
                 log = out_dir / "logs" / f"{run.run_id}.log"
                 log.parent.mkdir(exist_ok=True)
                 log.write_text(traceback.format_exc(), encoding="utf-8")
-                record = failed_record(run, reason, started)
-                record["log"] = str(log)
+                record = RunRecord.failed(run, failure_reason(exc), started, log=str(log)).to_dict()
             finally:
                 _free_memory()
             if record is None:  # a node of a multi-node run without rank 0: that node records it
@@ -162,8 +162,3 @@ def run_suite(
             store.add(record)
             progress.end_run(record["status"])
     return [store.records[r.run_id] for r in runs if r.run_id in store.records]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -90,6 +90,8 @@ class ResolvedRun:
     run_id: str
     #: where each top-level key was set, formatted for an error message (``file:line: key``)
     origin: dict[str, str] = field(default_factory=dict)
+    #: the folder relative paths in the config were resolved against (the suite's)
+    base_dir: Path = field(default_factory=Path.cwd)
 
     def where(self, key: str) -> str:
         return self.origin.get(key, f"{key} (built-in default)")
@@ -364,73 +366,110 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return list(getattr(current, "model_fields", {}) or [])
 
 
-def _raise_validation(suite: Suite, layers: _Layers, exc: ValidationError, model: type[BaseModel], prefix: Sequence[str] = ()) -> None:
+def _validation_error(
+    exc: ValidationError, model: type[BaseModel], where: Callable[[Sequence[Any]], str], prefix: Sequence[str] = ()
+) -> HarnessError:
     err = exc.errors()[0]
-    loc = [*prefix, *err["loc"]]
-    src = layers.where(loc)
-    if src is None:
-        src = ".".join(str(p) for p in loc) or "(run)"
-    where = _format_source(suite, src)
     msg = describe_error(err, model)
     more = len(exc.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    raise HarnessError(f"{where}: {msg}{tail}") from None
+    return HarnessError(f"{where([*prefix, *err['loc']])}: {msg}{tail}")
 
 
 def _format_source(suite: Suite, src: str) -> str:
     return src if src.startswith("--set ") else suite.where(src)
 
 
+def dotted(loc: Sequence[Any]) -> str:
+    """``("head", "options", "dropout")`` -> ``head.options.dropout``; ``(run)`` for the whole run."""
+    return ".".join(str(p) for p in loc) or "(run)"
+
+
+def resolve_run(
+    config: RunConfig | Mapping[str, Any],
+    registry: Registry,
+    base_dir: str | Path,
+    *,
+    where: Callable[[Sequence[Any]], str] = dotted,
+    index: int = 0,
+    origin: dict[str, str] | None = None,
+) -> ResolvedRun:
+    """The one place a run is resolved, wherever it is resolved (a suite, a worker process,
+    ``harness analyze``, the pytest fixture).
+
+    The config is validated; each plugin is looked up and its options validated against
+    the plugin's own schema (typed from here on); relative paths (``data_dir``, a
+    plugin's :data:`~harness.base.LocalPath` options) are made absolute against
+    ``base_dir``; ``auto`` device and precision become what this machine resolves them
+    to. The result's ``config`` is what is recorded; resolving it again, in another
+    process or from another working directory, gives the same run and the same run id.
+    ``where(key_path)`` names a key's location in an error (a suite's ``file:line: key``).
+    """
+    base_dir = Path(base_dir).expanduser().resolve()
+    if not isinstance(config, RunConfig):
+        try:
+            config = RunConfig.model_validate(config)
+        except ValidationError as exc:
+            raise _validation_error(exc, RunConfig, where) from None
+    resolved: dict[str, tuple[Registered, Options]] = {}
+    for family in PLUGIN_KEYS:
+        ref: PluginRef = getattr(config, family)
+        entry = registry.get(family, ref.name, where=where((family, "name")))
+        try:
+            options = entry.cls.Options.model_validate(ref.options, context={"base_dir": str(base_dir)})
+        except ValidationError as exc:
+            raise _validation_error(exc, entry.cls.Options, where, prefix=(family, "options")) from None
+        resolved[family] = (entry, options)
+    # record every option with its default filled in, and the device and precision this
+    # machine resolves `auto` to, so the run id and the record say it all
+    device = resolve_device(config.device)
+    update: dict[str, Any] = {
+        family: getattr(config, family).model_copy(update={"options": opts.model_dump(mode="json")})
+        for family, (_, opts) in resolved.items()
+    }
+    update |= {"device": device, "precision": resolve_precision(config.precision, device)}
+    if config.data_dir and not Path(config.data_dir).expanduser().is_absolute():
+        update["data_dir"] = str((base_dir / config.data_dir).resolve())
+    config = config.model_copy(update=update)
+    (dataset, dataset_options), (strategy, strategy_options), (head, head_options) = (
+        resolved[f] for f in PLUGIN_KEYS
+    )
+    return ResolvedRun(
+        index, config, dataset, dataset_options, strategy, strategy_options, head, head_options,
+        run_id(config), origin or {}, base_dir,
+    )
+
+
 def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None = None) -> list[ResolvedRun]:
     """Validate every run of the suite and look up its plugins. Raises on the first error."""
     out: list[ResolvedRun] = []
     seen: set[str] = set()
+    base_dir = suite.path.parent
     for layers in expand(suite, overrides):
-        try:
-            config = RunConfig.model_validate(layers.data)
-        except ValidationError as exc:
-            _raise_validation(suite, layers, exc, RunConfig)
-        resolved = {}
-        for family in PLUGIN_KEYS:
-            ref: PluginRef = getattr(config, family)
-            src = layers.where([family, "name"]) or layers.where([family]) or family
-            where = _format_source(suite, src)
-            entry = registry.get(family, ref.name, where=where)
-            try:
-                # context: plugins resolve relative paths against the suite's folder
-                options = entry.cls.Options.model_validate(ref.options, context={"base_dir": str(suite.path.parent.resolve())})
-            except ValidationError as exc:
-                _raise_validation(suite, layers, exc, entry.cls.Options, prefix=(family, "options"))
-            resolved[family] = (entry, options)
-        # record every option with its default filled in, and the device and precision this
-        # machine resolves `auto` to, so the run id and the record say it all
-        device = resolve_device(config.device)
-        update: dict[str, Any] = {
-            family: getattr(config, family).model_copy(update={"options": opts.model_dump(mode="json")})
-            for family, (_, opts) in resolved.items()
-        }
-        update |= {"device": device, "precision": resolve_precision(config.precision, device)}
-        if config.data_dir and not Path(config.data_dir).expanduser().is_absolute():
+        data_dir = layers.data.get("data_dir")
+        if isinstance(data_dir, str) and (layers.where(["data_dir"]) or "").startswith("--set "):
             # a data_dir written in the suite is relative to the suite file; one from --set to the cwd
-            base = Path.cwd() if (layers.where(["data_dir"]) or "").startswith("--set ") else suite.path.parent
-            update["data_dir"] = str((base / config.data_dir).resolve())
-        config = config.model_copy(update=update)
-        rid = run_id(config)
-        if rid in seen:  # e.g. --set max_len=64 over a max_len matrix: one run, not three
+            layers.data["data_dir"] = str((Path.cwd() / Path(data_dir).expanduser()).resolve())
+
+        def where(loc: Sequence[Any], layers: _Layers = layers) -> str:
+            return _format_source(suite, layers.where(loc) or dotted(loc))
+
+        origin = {key: _format_source(suite, layers.where([key]) or key) for key in layers.data}
+        run = resolve_run(layers.data, registry, base_dir, where=where, index=len(out), origin=origin)
+        if run.run_id in seen:  # e.g. --set max_len=64 over a max_len matrix: one run, not three
             continue
-        seen.add(rid)
-        out.append(
-            ResolvedRun(
-                len(out),
-                config,
-                resolved["dataset"][0], resolved["dataset"][1],
-                resolved["strategy"][0], resolved["strategy"][1],
-                resolved["head"][0], resolved["head"][1],
-                rid,
-                {key: _format_source(suite, layers.where([key]) or key) for key in layers.data},
-            )
-        )
+        seen.add(run.run_id)
+        out.append(run)
     return out
+
+
+def config_from_keys(keys: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config from flat keys, dotted ones included (``{"dataset.subset.train": 512}``),
+    layered as a suite's ``defaults`` are."""
+    layers = _Layers()
+    for key, value in keys.items():
+        layers.set(key, value, key)
+    return layers.data
 
 
 def run_id(config: RunConfig) -> str:

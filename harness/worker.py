@@ -24,18 +24,16 @@ from harness.distributed import ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventPr
 
 
 def rebuild_run(spec: dict[str, Any]):
-    """The :class:`~harness.suite.ResolvedRun` the parent resolved, from its recorded config."""
-    from harness.config import RunConfig
+    """The :class:`~harness.suite.ResolvedRun` the parent resolved: its recorded config,
+    resolved again by the same function, against the same folder."""
     from harness.plugins import load_registry
-    from harness.suite import PLUGIN_KEYS, ResolvedRun
+    from harness.suite import resolve_run
 
-    registry = load_registry(spec["plugins"], base_dir=Path.cwd())
-    config = RunConfig.model_validate(spec["config"])
-    parts: list[Any] = []
-    for family in PLUGIN_KEYS:
-        entry = registry.get(family, getattr(config, family).name)
-        parts += [entry, entry.cls.Options.model_validate(getattr(config, family).options)]
-    return ResolvedRun(0, config, *parts, spec["run_id"])
+    registry = load_registry(spec["plugins"], base_dir=spec["base_dir"])
+    run = resolve_run(spec["config"], registry, spec["base_dir"])
+    if run.run_id != spec["run_id"]:  # pragma: no cover - resolution is deterministic
+        raise RuntimeError(f"the worker resolved run {run.run_id}, the parent {spec['run_id']}")
+    return run
 
 
 def _die_with_parent() -> None:
@@ -79,15 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit non-zero
         from harness.errors import HarnessError
-        from harness.runner import _first_line, _is_oom
+        from harness.record import failure_reason
 
         usage = isinstance(exc, HarnessError)
-        if usage:
-            message = str(exc)
-        elif _is_oom(exc):
-            message = f"out of memory: {_first_line(exc)}"
-        else:
-            message = f"{type(exc).__name__}: {_first_line(exc)}"
+        message = str(exc) if usage else failure_reason(exc)
         name = ERROR_GLOB.replace("*", str(rank))
         _write_json(workdir / name, {"rank": rank, "usage": usage, "message": message, "time": time.time()})
         traceback.print_exc()

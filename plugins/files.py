@@ -25,14 +25,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Iterator, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from harness import hookimpl
 from harness import metrics as metric_lib
-from harness.base import Dataset, Example, Options
+from harness.base import Dataset, Example, LocalPath, Options
 from harness.data import parse_label, read_header, read_jsonl, read_rows, require_rows
 from harness.errors import HarnessError
 
@@ -40,9 +40,9 @@ Column = str | int
 
 
 class FilesOptions(Options):
-    train: str = Field(description="training file (.csv, .tsv, .jsonl); relative to the suite file")
-    validation: str | None = Field(None, description="validation file (what the loop evaluates each epoch)")
-    test: str | None = Field(None, description="test file (eval_split: test)")
+    train: LocalPath = Field(description="training file (.csv, .tsv, .jsonl); relative to the suite file")
+    validation: LocalPath | None = Field(None, description="validation file (what the loop evaluates each epoch)")
+    test: LocalPath | None = Field(None, description="test file (eval_split: test)")
     format: Literal["auto", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name")
     header: bool = Field(True, description="CSV/TSV: the first row names the columns; false: columns are numbers")
     quoting: Literal["auto", "standard", "none"] = Field("auto", description="CSV/TSV quoting; auto: csv standard, tsv none")
@@ -53,8 +53,6 @@ class FilesOptions(Options):
         None, description="the label set, in class-index order; default: the sorted distinct labels of train"
     )
     metrics: list[str] = Field(["accuracy"], min_length=1, description="metric names; the first is the main one")
-
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @field_validator("metrics")
     @classmethod
@@ -73,11 +71,6 @@ class FilesOptions(Options):
             if len(names) < 2 or len(set(names)) != len(names):
                 raise PydanticCustomError("labels", "give at least two distinct labels")
         return labels
-
-    def model_post_init(self, context: Any, /) -> None:
-        # relative paths are relative to the suite file (the suite loader passes base_dir)
-        if isinstance(context, dict) and context.get("base_dir"):
-            self._base_dir = Path(context["base_dir"])
 
 
 class Files(Dataset):
@@ -100,9 +93,7 @@ class Files(Dataset):
     # -- files -----------------------------------------------------------------------
 
     def _path(self, split: str) -> Path:
-        raw = getattr(self.options, split)
-        path = Path(raw).expanduser()
-        return path if path.is_absolute() else self.options._base_dir / path
+        return Path(getattr(self.options, split))  # made absolute when the run was resolved
 
     def _format(self, path: Path) -> str:
         if self.options.format != "auto":

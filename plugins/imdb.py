@@ -82,7 +82,7 @@ class IMDB(Dataset):
             source_split = "train"
         examples = self._read(source_split)
         if opts.validation == "holdout" and source_split == "train" and split in ("train", "validation"):
-            from harness.train import stratified_subset
+            from harness.data.splits import stratified_subset
 
             labels = np.asarray([e.label for e in examples])
             if opts.holdout_size >= len(examples):

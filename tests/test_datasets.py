@@ -14,7 +14,7 @@ from conftest import tiny_sets
 from harness.data import DataFiles
 from harness.errors import HarnessError
 from harness.plugins import load_registry
-from harness.train import stratified_subset
+from harness.data.splits import stratified_subset
 
 
 def make(name: str, data_dir=None, **options):
