@@ -32,22 +32,22 @@ def _all_docs() -> str:
 
 
 @pytest.fixture(scope="module")
-def builtins(tmp_path_factory):
-    import os
-
-    old = os.environ.get("HARNESS_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["HARNESS_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # built-ins only: no installed packages
-    try:
+def builtins():
+    # built-ins only, no installed packages. conftest's autouse fixture turns autoload off,
+    # but it is function-scoped: this module-scoped fixture runs before it, so say it here
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
         return load_registry()
-    finally:
-        if old is None:
-            del os.environ["HARNESS_DISABLE_PLUGIN_AUTOLOAD"]
-        else:
-            os.environ["HARNESS_DISABLE_PLUGIN_AUTOLOAD"] = old
 
 
-def test_there_are_hooks_to_document():
-    assert "harness_register_heads" in _hooks()
+def test_the_documented_hooks_are_exactly_the_hookspecs():
+    """The reverse of the test below: a section for a hook that was renamed or removed fails."""
+    text = PLUGINS_MD.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^### (harness_\w+)\(", text, flags=re.M))
+    assert documented == set(_hooks()), (
+        f"docs/plugins.md documents hooks {sorted(documented - set(_hooks()))} that harness/hookspecs.py "
+        f"does not have, and lacks {sorted(set(_hooks()) - documented)}"
+    )
 
 
 @pytest.mark.parametrize("hook", sorted(_hooks()))
@@ -111,3 +111,114 @@ def test_the_head_walkthrough_code_works_as_written(tmp_path):
                 logits.append(model(b.input_ids, b.attention_mask, b.token_type_ids))
         assert logits[0].shape == (2, 3)
         torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------- generated and checked: keys, columns
+
+SUITES_MD = REPO / "docs" / "suites.md"
+RESULTS_MD = REPO / "docs" / "results.md"
+KEYS_START, KEYS_END = "<!-- keys:start -->", "<!-- keys:end -->"
+
+
+def test_the_key_table_in_docs_is_generated_from_runconfig():
+    from harness.config import key_table
+
+    text = SUITES_MD.read_text(encoding="utf-8")
+    assert KEYS_START in text and KEYS_END in text, f"{SUITES_MD} lacks the markers {KEYS_START} / {KEYS_END}"
+    current = text.split(KEYS_START, 1)[1].split(KEYS_END, 1)[0]
+    assert current.strip() == key_table().strip(), (
+        f"the key table in {SUITES_MD} is out of date with harness/config.py's RunConfig; regenerate it with\n"
+        '  .venv/bin/python -c "from harness.config import key_table; print(key_table())"\n'
+        f"and paste the output between {KEYS_START} and {KEYS_END}"
+    )
+
+
+def test_every_suite_key_has_a_type_a_default_and_a_meaning():
+    from harness.config import key_table
+
+    rows = key_table().splitlines()[2:]
+    keys = [row.split(" | ")[0].strip("| `") for row in rows]
+    assert {"batch_size", "precision", "dataset.subset.train", "strategy.options", "launcher.nproc"} <= set(keys)
+    blank = [key for key, row in zip(keys, rows) if any(not cell.strip() for cell in row.strip("|").split(" | "))]
+    assert not blank, f"keys without a description (Field(description=...) in harness/config.py): {blank}"
+
+
+def _columns_section() -> str:
+    text = RESULTS_MD.read_text(encoding="utf-8")
+    heading = "## The table's columns\n"
+    assert heading in text, f"{RESULTS_MD} has no section `{heading.strip()}`"
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_column_of_the_results_table_is_explained():
+    from records import record
+
+    from harness.report import table_cells
+
+    # two seeds of one configuration on a known GPU, compiled: every optional column shows
+    records = [record(f"seed{seed}", seed=seed) for seed in (1, 2)]
+    for r in records:
+        r["env"]["cuda"] = "12.4"
+        r["compile_seconds"] = 30.0
+    header, _, _ = table_cells(records)
+    metrics = {name for r in records for name in r["metrics"]}
+    fixed = [h for h in header if h not in metrics]
+    assert {"runs", "% bf16 peak", "compile s"} <= set(fixed), header  # the optional ones are there
+    section = _columns_section()
+    missing = [h for h in fixed if f"`{h}`" not in section]
+    assert not missing, f"table columns not explained (as `name`) in {RESULTS_MD}'s columns section: {missing}"
+
+
+def test_the_readme_dataset_plugin_works_as_written(tmp_path):
+    from harness.data import DataFiles
+
+    block = re.search(r"```python\n(# my_dataset\.py.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    assert block, "README.md has no ```python block starting with # my_dataset.py"
+    (tmp_path / "my_dataset.py").write_text(block.group(1), encoding="utf-8")
+    (tmp_path / "data" / "my_reviews").mkdir(parents=True)
+    (tmp_path / "data" / "my_reviews" / "train.tsv").write_text("label\ttext\npos\tGreat.\nneg\tAwful.\n")
+    (tmp_path / "data" / "my_reviews" / "dev.tsv").write_text("label\ttext\nneg\tDull.\n")
+    cls = load_registry([str(tmp_path / "my_dataset.py")]).get("dataset", "my_reviews").cls
+    dataset = cls(cls.Options(), DataFiles("my_reviews", data_dir=tmp_path / "data"))
+    assert [(e.text, e.label) for e in dataset.load("train")] == [("Great.", 1), ("Awful.", 0)]
+    assert [e.label for e in dataset.load("validation")] == [0]
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_readme_and_the_docs_resolve():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto: not checked here
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.M)}
+                if anchor not in anchors:
+                    broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_option_of_a_built_in_plugin_is_explained_in_the_suites_page(builtins):
+    """A swept option becomes a table column named after it: its meaning is one link away."""
+    text = SUITES_MD.read_text(encoding="utf-8")
+    heading = "## The built-in plugins' options\n"
+    assert heading in text, f"{SUITES_MD} has no section `{heading.strip()}`"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    missing = [
+        f"{family} {name}: {option}"
+        for family, entries in builtins.entries.items()
+        for name, entry in entries.items()
+        for option, *_ in iter_option_fields(entry.cls.Options)
+        if f"`{option}`" not in section
+    ]
+    assert not missing, f"options not explained in {SUITES_MD}'s section `{heading.strip()}`: {', '.join(missing)}"
