@@ -214,7 +214,6 @@ def figure(
     data = plot_data(records, x, group)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -235,18 +234,8 @@ def figure(
             ax_metric.errorbar(xs_m, [m for m, _ in stats], yerr=[s for _, s in stats] if data.seeds > 1 else None,
                                color=h[0].get_color(), **style)
 
-    x_label = AXIS_LABELS.get(data.x, column_label(data.x))
-    log_x = all(v > 0 for v in xs_all) and len(xs_all) > 2 and max(xs_all) / min(xs_all) >= 8
     for ax in (ax_time, ax_metric):
-        if log_x:  # doubling sweeps (32, 64, 128, ...) are evenly spaced on a log-2 axis
-            ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(xs_all))
-        ax.xaxis.set_minor_locator(NullLocator())
-        fmt = ScalarFormatter()
-        fmt.set_scientific(False)
-        ax.xaxis.set_major_formatter(fmt)
-        ax.set_xlabel(x_label)
-        ax.grid(True, alpha=0.3)
+        _x_axis(ax, xs_all, AXIS_LABELS.get(data.x, column_label(data.x)))
     ax_time.set_ylabel("training time per epoch (s)")
     ax_time.set_ylim(bottom=0)
     ax_time.set_title("epoch time (lower is better)")
@@ -268,6 +257,22 @@ def figure(
     fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper", title=legend_title)
     fig.suptitle(_title(data, title), fontsize=11)
     return fig
+
+
+def _x_axis(ax: Any, xs: Sequence[float], label: str) -> None:
+    """Ticks at the swept values, as plain numbers; doubling sweeps (32, 64, 128, ...) on a
+    log-2 axis, where they are evenly spaced."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    if all(v > 0 for v in xs) and len(xs) > 2 and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
+    ax.set_xlabel(label)
+    ax.grid(True, alpha=0.3)
 
 
 def _title(data: PlotData, title: str | None) -> str:

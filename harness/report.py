@@ -351,7 +351,13 @@ def print_analysis(analysis: Any, bar_width: int = 40) -> None:
     limit = f" (the model's limit is {a.max_positions})" if a.max_positions else ""
     out.print(f"MAX_LEN that keeps examples whole: {', '.join(parts)}{limit}", highlight=False)
 
-    # one section per MAX_LEN, one row per strategy costed (the baseline first)
+    out.print(_cost_table(a) if a.strategies else "no tokenizer strategy to cost", highlight=False)
+    for line in _analysis_notes(a):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _cost_table(a: Any) -> Table:
+    """One section per MAX_LEN, one row per strategy costed (the baseline first)."""
     table = Table(
         title=f"cost of one epoch per MAX_LEN and strategy (batch size {a.batch_size})", header_style="bold"
     )
@@ -369,28 +375,28 @@ def print_analysis(analysis: Any, bar_width: int = 40) -> None:
             if a.baseline:
                 row.append(f"{c.padded_tokens / a.cost(a.baseline, m).padded_tokens:.2f}×")
             table.add_row(*row, end_section=i == len(a.strategies) - 1)
-    out.print(table if a.strategies else "no tokenizer strategy to cost", highlight=False)
-    for name, why in a.skipped.items():
-        out.print(f"{name}: not costed, {why} (analyze builds each strategy with its default options)",
-                  highlight=False, soft_wrap=True)
+    return table
 
+
+def _analysis_notes(a: Any) -> list[str]:
+    """What the cost table means: skipped strategies, MAX_LENs that cost the same, truncation."""
+    notes = [f"{name}: not costed, {why} (analyze builds each strategy with its default options)"
+             for name, why in a.skipped.items()]
     longest = int(a.lengths.max())
     for strategy in a.strategies:
         for group in a.same_cost_groups(strategy):
             lo, hi = group[0], group[-1]
             why = (f": the longest example has {longest} tokens, so nothing is truncated at MAX_LEN {lo} or above "
                    f"and a larger MAX_LEN changes nothing") if lo >= longest else ""
-            out.print(
+            notes.append(
                 f"{strategy}: MAX_LEN {', '.join(map(str, group))} cost the same "
                 f"({_count(a.cost(strategy, lo).padded_tokens)} tokens per epoch){why} "
-                f"(under fixed padding MAX_LEN {hi} costs {hi / lo:.1f}× MAX_LEN {lo})",
-                highlight=False, soft_wrap=True,
+                f"(under fixed padding MAX_LEN {hi} costs {hi / lo:.1f}× MAX_LEN {lo})"
             )
     cut = [m for m in a.max_lens() if a.truncated(m) > 0.05]
     if cut:
-        m = cut[-1]
-        out.print(
-            f"truncation: at MAX_LEN {m} {a.truncated(m):.0%} of the examples lose tokens; "
-            f"it changes what the model sees, and so the accuracy, not only the time",
-            highlight=False, soft_wrap=True,
+        notes.append(
+            f"truncation: at MAX_LEN {cut[-1]} {a.truncated(cut[-1]):.0%} of the examples lose tokens; "
+            f"it changes what the model sees, and so the accuracy, not only the time"
         )
+    return notes

@@ -129,6 +129,43 @@ def test_a_dying_worker_fails_its_run_and_the_suite_goes_on(suite_run):
     assert after["status"] == "ok"
 
 
+FILES_SUITE = """
+name: files_ddp
+defaults:
+  dataset:
+    name: files
+    options: {train: data/train.csv, validation: data/dev.csv, labels: [neg, pos]}
+runs:
+  - {launcher: {nproc: 1}}
+  - {launcher: {nproc: 2}}
+"""
+
+
+def test_a_files_dataset_relative_to_its_suite_runs_under_nproc_2_from_another_folder(cli, tmp_path, monkeypatch):
+    """Relative paths are resolved once, against the suite's folder, and the workers resolve
+    the run again against the same folder: not the working directory."""
+    suite_dir, elsewhere = tmp_path / "suite", tmp_path / "elsewhere"
+    (suite_dir / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name, n in (("train.csv", 64), ("dev.csv", 16)):
+        rows = "".join(f"{'pos' if i % 2 else 'neg'},sentence number {i} is {'good' if i % 2 else 'bad'}\n" for i in range(n))
+        (suite_dir / "data" / name).write_text("label,text\n" + rows)
+    (suite_dir / "suite.yaml").write_text(FILES_SUITE)
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "out"
+    code, _, err = cli("run", suite_dir / "suite.yaml", "--out", out, "--no-progress", "--set", BOUND,
+                       *tiny_sets(**{"dataset.subset.train": None, "dataset.subset.validation": None}))
+    assert code == 0, err
+    one, two = (json.loads(line) for line in (out / "results.jsonl").read_text().splitlines())
+    assert one["status"] == two["status"] == "ok"
+    assert two["world_size"] == 2
+    # the same config but for the number of processes; the paths recorded as written
+    strip = lambda config: {k: v for k, v in config.items() if k != "launcher"}  # noqa: E731
+    assert strip(one["config"]) == strip(two["config"])
+    assert two["config"]["dataset"]["options"]["train"] == "data/train.csv"
+    assert one["data"] == two["data"] and two["data"]["train"]["examples"] == 64
+
+
 # ----------------------------------------------------------------- mistakes, caught up front
 
 
