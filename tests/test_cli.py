@@ -48,6 +48,13 @@ def test_user_mistakes_exit_2_with_one_line(cli, write_suite, tmp_path, monkeypa
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+@pytest.mark.parametrize("suite_text", ["name: x\ndefaults: {max_len: 1024}\n", "name: x\ndefaults: {dataset: colaa}\n"])
+def test_a_failed_start_leaves_no_output_folder(cli, write_suite, tmp_path, suite_text):
+    code, _, err = cli("run", write_suite(suite_text), "--out", tmp_path / "new" / "out", "--no-progress")
+    assert code == 2, err
+    assert not (tmp_path / "new").exists(), "a run that never started must leave nothing behind"
+
+
 def test_out_that_is_a_file_is_refused(cli, write_suite, tmp_path):
     target = tmp_path / "taken"
     target.write_text("precious")
