@@ -36,22 +36,54 @@ class EpochRecord(BaseModel):
 
     epoch: int = Field(description="1-based epoch number")
     train_seconds: float = Field(
-        description="wall seconds of the epoch's training steps, device-synchronised at both ends; warm-up, "
-        "data preparation and evaluation excluded (the slowest rank's, under data parallelism)"
+        description="wall seconds of the epoch's training loop: per batch the copy to the device, forward, loss, "
+        "backward, gradient clipping, optimizer step, schedule step; the device synchronised before both clock "
+        "reads. Outside it: the epoch's batches (ordered and collated before the clock starts), warm-up, "
+        "compilation, data preparation and evaluation. Under data parallelism the slowest rank's time"
     )
     train_cpu_seconds: float | None = Field(
-        None, description="CPU seconds this process spent in the epoch's training steps (all its threads)"
+        None,
+        description="CPU seconds (user + system, all threads) the training process spent while the epoch's "
+        "training loop ran; steadier than wall time on a busy machine. Under data parallelism rank 0's process "
+        "alone",
     )
-    eval_seconds: float = Field(description="wall seconds of the evaluation after the epoch")
-    train_loss: float = Field(description="mean training loss over the epoch's steps (mean over ranks)")
-    steps: int = Field(description="optimizer steps in the epoch")
-    real_tokens: int = Field(description="tokens of the examples trained on (special tokens included, after truncation)")
-    padded_tokens: int = Field(description="tokens the model computed on: real tokens plus padding")
-    train_flops: float | None = Field(None, description="model FLOPs of the epoch's training (forward + backward)")
+    eval_seconds: float = Field(
+        description="wall seconds of the evaluation after the epoch: batching and predicting the `eval_split` "
+        "(its batches sorted by length), the device synchronised before both clock reads; computing the metrics "
+        "excluded. Under data parallelism the slowest rank's time"
+    )
+    train_loss: float = Field(
+        description="the epoch's mean training loss: the mean over its steps of each batch's mean cross-entropy; "
+        "under data parallelism the mean over ranks. NaN or infinite in the last epoch of a `diverged` run"
+    )
+    steps: int = Field(
+        description="optimizer steps in the epoch: the batches of one rank (every rank takes as many)"
+    )
+    real_tokens: int = Field(
+        description="tokens of the examples trained on in the epoch, padding excluded (special tokens included, "
+        "after truncation to MAX_LEN); summed over ranks (whose short last batch repeats examples to fill it)"
+    )
+    padded_tokens: int = Field(
+        description="tokens the model computed on in the epoch: real tokens plus padding (batch size x padded "
+        "length, summed over batches and ranks); padding waste is 1 - real_tokens / padded_tokens"
+    )
+    train_flops: float | None = Field(
+        None,
+        description="estimated model FLOPs of the epoch's training on its real tokens (padding not counted): "
+        "3 x forward (forward + backward), forward = 2 x the matmul parameters x real tokens + 4 x layers x "
+        "hidden size x the mean attended length x real tokens (`harness.measure.train_flops`)",
+    )
     peak_memory_bytes: int = Field(
-        description="GPU: peak bytes allocated by torch during the epoch; CPU: the process's peak resident set"
+        description="GPU: the peak bytes torch allocated during the epoch's training "
+        "(`torch.cuda.max_memory_allocated`, reset at the epoch's start). CPU: the peak resident set size (RSS) "
+        "of the process that trained the run, a high-water mark of the whole process since it started, never "
+        "reset: when one process trains several runs, a later run shows at least an earlier one's peak. Under "
+        "data parallelism the largest rank's"
     )
-    metrics: dict[str, float] = Field(default_factory=dict, description="validation metrics after the epoch")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the dataset's metrics on the `eval_split` after the epoch (CoLA: `mcc`, `accuracy`)",
+    )
 
 
 class RunRecord(BaseModel):
@@ -59,25 +91,94 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    run_id: str = Field(description="stable hash of the resolved config (data_dir and rendezvous settings excluded)")
-    status: Status = Field(description="ok, diverged (the training loss became NaN or infinite) or failed")
-    error: str | None = Field(None, description="why the run did not finish ok (one line)")
-    suite: str | None = Field(None, description="the suite's name")
-    started_at: str = Field(description="UTC start time, ISO 8601")
-    finished_at: str = Field(description="UTC end time, ISO 8601")
-    config: dict[str, Any] = Field(description="the fully resolved run: every key of the suite-key table")
-    env: dict[str, Any] = Field(description="provenance: harness version and git commit, python, torch, transformers, device")
-    world_size: int = Field(1, description="processes that trained the run (data parallelism)")
-    model_info: dict[str, int] | None = Field(None, description="parameters, trainable_parameters, matmul_parameters")
-    data: dict[str, Any] | None = Field(
-        None, description="per split: examples used, of how many, and the subset's seed and index hash; the labels"
+    run_id: str = Field(
+        description="the first 12 hex digits of the SHA-256 of the resolved `config` (as sorted JSON) without "
+        "`data_dir` and `launcher.rdzv_endpoint`, `rdzv_backend`, `rdzv_id`, `timeout`: the same run gets the "
+        "same id on every machine. Resume skips, and `harness compare` matches, runs by it"
     )
-    main_metric: str | None = Field(None, description="the dataset's main metric (tables sort and plots draw by it)")
-    warmup_seconds: float | None = Field(None, description="the untimed warm-up steps before epoch 1")
-    compile_seconds: float | None = Field(None, description="with compile: the warm-up, where compilation happens")
-    epochs: list[EpochRecord] = Field(default_factory=list, description="one entry per epoch (see below)")
-    metrics: dict[str, float] = Field(default_factory=dict, description="the last epoch's metrics when the run is ok")
-    log: str | None = Field(None, description="a failed run's traceback or worker log")
+    status: Status = Field(
+        description="`ok`: every epoch trained, the loss finite; `diverged`: the training loss became NaN or "
+        "infinite, and the run stopped after that epoch; `failed`: the run did not finish (it raised: out of "
+        "memory, a bug; or a data-parallel worker died). Resume runs a `failed` run again, the others only with "
+        "`--rerun`"
+    )
+    error: str | None = Field(
+        None,
+        description="why the run did not finish `ok`, one line, for example `train loss became nan in epoch 2`, "
+        "`out of memory: ...`, `ValueError: ...`, `worker failed: rank 1: ...`. Null when `ok`",
+    )
+    suite: str | None = Field(
+        None, description="the name of the suite that ran it; absent when no suite ran it (the pytest fixture)"
+    )
+    started_at: str = Field(
+        description="UTC time, ISO 8601 to the second, at which the run's preparation began (data, tokenizer, "
+        "model); for a `failed` run, at which the harness started it"
+    )
+    finished_at: str = Field(description="UTC time, ISO 8601 to the second, at which the record was made")
+    config: dict[str, Any] = Field(
+        description="the fully resolved run, nested as in a suite: every key of the suite-key table, each plugin's "
+        "`options` with every default filled in, `device` and `precision` as resolved (never `auto`), a relative "
+        "`data_dir` made absolute"
+    )
+    env: dict[str, Any] = Field(
+        description="provenance, from the process that trained the run (rank 0's; for a `failed` run the process "
+        "that launched it): `harness_version`, `harness_git_sha` (the harness checkout's commit, with `-dirty` "
+        "when tracked files were modified; null when the harness is not run from its git checkout), `python`, "
+        "`torch`, `transformers`, `platform`, `cpu` (the CPU's name), `cpu_bf16` (whether the CPU has bf16 "
+        "instructions: AVX512-BF16, AMX, Arm BF16), `cpu_count`, `hostname`, `torch_threads` (torch's intra-op "
+        "threads), `device` (`cpu`, `cuda`, `cuda:0`, ...), `device_name` (the GPU's name, or the CPU's), `cuda` "
+        "(torch's CUDA version; null on a CPU); on a GPU also `device_memory_bytes`, `cudnn`, `gpu_driver`, "
+        "`device_count`"
+    )
+    world_size: int = Field(
+        1,
+        description="processes that trained the run: `launcher.nproc` x `launcher.nnodes` (1, or the "
+        "data-parallel ranks through torchrun)",
+    )
+    model_info: dict[str, int] | None = Field(
+        None,
+        description="`parameters` (the whole classifier, backbone and head), `trainable_parameters` (those "
+        "trained: the head's alone with `freeze_backbone`), `matmul_parameters` (the weights of the linear "
+        "layers, what FLOPs scale with; embeddings excluded). Absent from a `failed` run",
+    )
+    data: dict[str, Any] | None = Field(
+        None,
+        description="per split (`train`, and the `eval_split`): `examples` (used), `of` (the split's size), and "
+        "when a subset was drawn from it `seed`, `stratified` (true) and `indices_sha256` (16 hex digits of the "
+        "SHA-256 of the drawn positions: the exact examples); `labels`: the dataset's label names, in class "
+        "order. Absent from a `failed` run",
+    )
+    main_metric: str | None = Field(
+        None,
+        description="the dataset's main metric (CoLA: `mcc`, MRPC: `f1`): tables show it first, plots draw it, "
+        "`harness compare` judges it (unless `--metric`). Absent from a `failed` run",
+    )
+    warmup_seconds: float | None = Field(
+        None,
+        description="seconds of the untimed warm-up before epoch 1: `warmup_batches` training steps (at least 2 "
+        "with `compile: true`) that leave the weights as they were; 0 when there are none; the slowest rank's. "
+        "Absent from a `failed` run",
+    )
+    compile_seconds: float | None = Field(
+        None,
+        description="with `compile: true`, `warmup_seconds` again: the warm-up is where `torch.compile` compiles "
+        "the model; null without compile. Absent from a `failed` run",
+    )
+    epochs: list[EpochRecord] = Field(
+        default_factory=list,
+        description="one entry per epoch trained (the `epochs[].` fields); a `diverged` run's ends with the "
+        "epoch whose loss was not finite; empty for a `failed` run",
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the last epoch's `metrics` when the run is `ok` (`mcc`, `accuracy`, `f1`, ...); empty when "
+        "`diverged` or `failed`",
+    )
+    log: str | None = Field(
+        None,
+        description="`failed` only: the path of the file holding the traceback, or torchrun's output for a "
+        "data-parallel run (`<out>/logs/<run_id>.log`); absent otherwise",
+    )
 
     # -- constructors --------------------------------------------------------------
 
@@ -117,6 +218,24 @@ class RunRecord(BaseModel):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
+
+
+def field_table() -> str:
+    """Every field of the run record as a markdown table: field, type, meaning.
+
+    :class:`RunRecord`'s fields, then those of each ``epochs[]`` entry
+    (:class:`EpochRecord`, as ``epochs[].train_seconds``), from their descriptions;
+    docs/results.md holds a copy between ``<!-- record:start -->`` and
+    ``<!-- record:end -->`` that a test compares.
+    """
+    from harness.config import _cell, _type_text  # the key table's rendering; config imports no record
+
+    lines = ["| field | type | meaning |", "|---|---|---|"]
+    for prefix, model in (("", RunRecord), ("epochs[].", EpochRecord)):
+        for name, field in model.model_fields.items():
+            kind = _type_text(field.annotation, field.metadata)
+            lines.append(f"| `{prefix}{name}` | {kind} | {_cell(field.description or '')} |")
+    return "\n".join(lines) + "\n"
 
 
 def now() -> str:

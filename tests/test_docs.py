@@ -222,3 +222,34 @@ def test_every_option_of_a_built_in_plugin_is_explained_in_the_suites_page(built
         if f"`{option}`" not in section
     ]
     assert not missing, f"options not explained in {SUITES_MD}'s section `{heading.strip()}`: {', '.join(missing)}"
+
+
+# ------------------------------------------------- generated and checked: the run record
+
+RECORD_START, RECORD_END = "<!-- record:start -->", "<!-- record:end -->"
+
+
+def test_the_record_table_in_docs_is_generated_from_runrecord():
+    from harness.record import field_table
+
+    text = RESULTS_MD.read_text(encoding="utf-8")
+    assert RECORD_START in text and RECORD_END in text, f"{RESULTS_MD} lacks the markers {RECORD_START} / {RECORD_END}"
+    current = text.split(RECORD_START, 1)[1].split(RECORD_END, 1)[0]
+    assert current.strip() == field_table().strip(), (
+        f"the run record's table in {RESULTS_MD} is out of date with harness/record.py's RunRecord and "
+        "EpochRecord; regenerate it with\n"
+        '  .venv/bin/python -c "from harness.record import field_table; print(field_table())"\n'
+        f"and paste the output between {RECORD_START} and {RECORD_END}"
+    )
+
+
+def test_every_record_field_has_a_type_and_a_meaning():
+    from harness.record import field_table
+
+    rows = field_table().splitlines()[2:]
+    fields = [row.split(" | ")[0].strip("| `") for row in rows]
+    # the names users and readers rely on are all there
+    assert {"run_id", "status", "error", "config", "env", "data", "epochs", "metrics", "log",
+            "epochs[].train_seconds", "epochs[].peak_memory_bytes", "epochs[].metrics"} <= set(fields)
+    blank = [f for f, row in zip(fields, rows) if any(not cell.strip() for cell in row.strip("|").split(" | "))]
+    assert not blank, f"record fields without a description (Field(description=...) in harness/record.py): {blank}"
