@@ -1,11 +1,19 @@
-"""``harness compare BASE NEW``: the same runs in two results directories, side by side.
+"""``harness compare BASE NEW``: the same configurations in two results directories.
 
-Runs are matched by ``run_id``, the hash of the resolved configuration (the harness
-version is not part of it, so the same suite run by two versions of the harness matches
-run by run). For each pair: epoch time new/base, and the main metric's change. A pair
-crosses a threshold when NEW is slower than ``--max-slowdown`` allows, when its metric
-dropped by more than ``--max-metric-drop``, or when it failed where BASE did not; runs
-present on one side only are listed, and do not fail the comparison.
+Runs are matched by configuration, the seed aside: the resolved configuration without
+``seed`` and the keys that are not part of a run id (the harness version is not part of
+it either, so the same suite run by two versions of the harness matches). The runs of one
+configuration on one side (its seeds) are one group. For each configuration: the mean
+epoch time on both sides with n and a 95% Student's t interval, their ratio, the main
+metric likewise, and, with at least two runs on both sides, Welch's t-test of each
+difference.
+
+A configuration is a regression when its NEW side is slower than ``--max-slowdown``
+allows or its metric dropped by more than ``--max-metric-drop``, AND, when both sides
+have two runs or more, Welch's p is below ``--alpha`` (past the threshold but not
+significant: "within the noise", reported, not failed). With one run on a side there is
+no noise to judge: the thresholds alone decide. A configuration that failed in NEW where
+BASE was ok is a regression; configurations on one side only are listed, and do not fail.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.summary import column_label, flatten, summarize, varied_keys
+from harness.summary import (
+    ALWAYS_SHOWN, Estimate, column_label, config_group, estimate, flatten, summarize, varied_keys, welch_p,
+)
 
 #: environment fields worth a warning when they differ between BASE and NEW
-ENV_KEYS = ("device_name", "torch", "transformers", "cuda", "python", "harness_version", "harness_git_sha")
+ENV_KEYS = ("device_name", "model_revision", "torch", "transformers", "cuda", "python", "harness_version", "harness_git_sha")
 
 
 def parse_slowdown(text: str, option: str = "--max-slowdown") -> float:
@@ -50,43 +60,88 @@ def parse_drop(text: str, option: str = "--max-metric-drop") -> float:
     return value
 
 
+def parse_alpha(text: str, option: str = "--alpha") -> float:
+    """The significance level of Welch's test: a number between 0 and 1 (``0.05``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise HarnessError(f"{option} {text}: expected a significance level between 0 and 1, such as 0.05") from None
+    if not 0 < value < 1:
+        raise HarnessError(f"{option} {text}: expected a significance level between 0 and 1, such as 0.05")
+    return value
+
+
 @dataclass
-class Pair:
-    run_id: str
-    config: dict[str, Any]  # flattened
-    base: dict[str, Any] | None
-    new: dict[str, Any] | None
-    metric: str | None = None
-    base_seconds: float | None = None
-    new_seconds: float | None = None
-    base_score: float | None = None
-    new_score: float | None = None
-    problems: list[str] = field(default_factory=list)
+class Difference:
+    """One figure on both sides of a configuration: estimates, and Welch's p when n >= 2 on both."""
+
+    base: Estimate
+    new: Estimate
+    p: float | None
+
+    @classmethod
+    def of(cls, base: Sequence[float], new: Sequence[float]) -> "Difference":
+        return cls(estimate(base), estimate(new), welch_p(base, new))
 
     @property
     def ratio(self) -> float | None:
-        if self.base_seconds and self.new_seconds is not None:
-            return self.new_seconds / self.base_seconds
+        if self.base.mean and self.new.mean is not None:
+            return self.new.mean / self.base.mean
         return None
 
     @property
     def delta(self) -> float | None:
-        if self.base_score is None or self.new_score is None:
+        if self.base.mean is None or self.new.mean is None:
             return None
-        return self.new_score - self.base_score
+        return self.new.mean - self.base.mean
+
+
+@dataclass
+class Pair:
+    """One configuration: its runs in BASE and in NEW (one per seed), and the verdict."""
+
+    config: dict[str, Any]  # flattened, of its first run
+    base: list[dict[str, Any]]
+    new: list[dict[str, Any]]
+    metric: str | None = None
+    time: Difference | None = None
+    score: Difference | None = None
+    problems: list[str] = field(default_factory=list)  # regressions: exit 1
+    within_noise: list[str] = field(default_factory=list)  # past a threshold, not significant
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(dict.fromkeys(r["run_id"] for r in [*self.base, *self.new]))
+
+    @property
+    def run_id(self) -> str:
+        ids = self.run_ids
+        return ids[0] + (f" +{len(ids) - 1}" if len(ids) > 1 else "")
 
     @property
     def side(self) -> str:
         return "both" if self.base and self.new else ("BASE" if self.base else "NEW")
 
+    @property
+    def judged(self) -> bool:
+        """Whether both sides have two runs or more: Welch's test can weigh the noise."""
+        return len(self.base) >= 2 and len(self.new) >= 2
+
+    @property
+    def busy(self) -> list[str]:
+        """``BASE 3f2a9c1e0b7d``: the runs measured while other processes took the CPU."""
+        return [f"{side} {r['run_id']}" for side, runs in (("BASE", self.base), ("NEW", self.new))
+                for r in runs if r.get("busy")]
+
 
 @dataclass
 class Comparison:
-    keys: list[str]  # config keys that tell the runs apart (columns)
+    keys: list[str]  # config keys that tell the configurations apart (columns)
     pairs: list[Pair]
     env_diff: dict[str, tuple[Any, Any]]
     max_slowdown: float | None
     max_metric_drop: float | None
+    alpha: float = 0.05
 
     @property
     def failed(self) -> list[Pair]:
@@ -96,6 +151,11 @@ class Comparison:
     def matched(self) -> list[Pair]:
         return [p for p in self.pairs if p.side == "both"]
 
+    @property
+    def unjudged(self) -> list[Pair]:
+        """Matched configurations with a single run on a side: thresholds alone decide."""
+        return [p for p in self.matched if not p.judged]
+
 
 def _score(record: dict[str, Any], metric: str | None) -> float | None:
     if record.get("status") != "ok" or metric is None:
@@ -104,49 +164,97 @@ def _score(record: dict[str, Any], metric: str | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _seconds(records: Sequence[dict[str, Any]]) -> list[float]:
+    return [s for s in (summarize(r)["epoch_seconds"] for r in records) if s is not None]
+
+
+def _scores(records: Sequence[dict[str, Any]], metric: str | None) -> list[float]:
+    return [s for s in (_score(r, metric) for r in records) if s is not None]
+
+
+def _groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(config_group(r), []).append(r)
+    return out
+
+
 def compare(
     base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]], *,
     max_slowdown: float | None = None, max_metric_drop: float | None = None, metric: str | None = None,
+    alpha: float = 0.05,
 ) -> Comparison:
-    base_by_id = {r["run_id"]: r for r in base}
-    new_by_id = {r["run_id"]: r for r in new}
-    order = list(dict.fromkeys([*base_by_id, *new_by_id]))
     everything = [*base, *new]
     if metric is not None and not any(metric in (r.get("metrics") or {}) for r in everything):
         known = sorted({m for r in everything for m in (r.get("metrics") or {})})
         raise HarnessError(f"--metric {metric}: no run reports it; metrics recorded: {', '.join(known) or 'none'}")
+    base_groups, new_groups = _groups(base), _groups(new)
     pairs = []
-    for rid in order:
-        b, n = base_by_id.get(rid), new_by_id.get(rid)
-        either = b or n
-        pair = Pair(rid, flatten(either.get("config", {})), b, n)
+    for key in dict.fromkeys([*base_groups, *new_groups]):
+        b, n = base_groups.get(key, []), new_groups.get(key, [])
+        either = (b or n)[0]
+        pair = Pair(flatten(either.get("config", {})), b, n)
         pair.metric = metric or either.get("main_metric") or next(iter(either.get("metrics") or {}), None)
         if b and n:
-            pair.base_seconds = summarize(b)["epoch_seconds"]
-            pair.new_seconds = summarize(n)["epoch_seconds"]
-            pair.base_score, pair.new_score = _score(b, pair.metric), _score(n, pair.metric)
-            _judge(pair, max_slowdown, max_metric_drop)
+            pair.time = Difference.of(_seconds(b), _seconds(n))
+            pair.score = Difference.of(_scores(b, pair.metric), _scores(n, pair.metric))
+            _judge(pair, max_slowdown, max_metric_drop, alpha)
         pairs.append(pair)
     if not any(p.side == "both" for p in pairs):
         raise HarnessError(
             f"nothing to compare: no run in NEW has the configuration of a run in BASE "
-            f"({len(base_by_id)} in BASE, {len(new_by_id)} in NEW); run the same suite, with the same "
+            f"({len(base)} in BASE, {len(new)} in NEW); run the same suite, with the same "
             "--set options, on both sides (the device and precision are part of a run's configuration)"
         )
-    keys = varied_keys(everything)
-    return Comparison(keys, pairs, _env_diff(base, new), max_slowdown, max_metric_drop)
+    seeds_grouped = any(len(p.base) > 1 or len(p.new) > 1 for p in pairs)
+    keys = varied_keys(everything, exclude=("seed",) if seeds_grouped else ())
+    if not keys:  # one configuration: still say what it is
+        keys = [k for k in ALWAYS_SHOWN if k in pairs[0].config]
+    return Comparison(keys, pairs, _env_diff(base, new), max_slowdown, max_metric_drop, alpha)
 
 
-def _judge(pair: Pair, max_slowdown: float | None, max_metric_drop: float | None) -> None:
-    b_status, n_status = pair.base.get("status"), pair.new.get("status")
-    if n_status != "ok" and b_status == "ok":
-        pair.problems.append(f"{n_status} in NEW" + (f" ({pair.new.get('error')})" if pair.new.get("error") else ""))
-    ratio = pair.ratio
+def _pct(fraction: float) -> str:
+    """0.1 -> ``10%``, 0.125 -> ``12.5%``: a limit as the user wrote it."""
+    return f"{fraction * 100:g}%"
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _weigh(pair: Pair, change: str, p: float | None, alpha: float, one_run: str) -> None:
+    """A change past its threshold: a regression, unless Welch's test says it is noise."""
+    if p is None:
+        pair.problems.append(one_run)
+    elif p < alpha:
+        pair.problems.append(f"{change}, p={_p(p)}: a regression")
+    else:
+        pair.within_noise.append(f"{change} but p={_p(p)}: within the noise")
+
+
+def _judge(pair: Pair, max_slowdown: float | None, max_metric_drop: float | None, alpha: float) -> None:
+    _status_problems(pair)
+    ratio = pair.time.ratio if pair.time else None
     if max_slowdown is not None and ratio is not None and ratio - 1 > max_slowdown + 1e-12:
-        pair.problems.append(f"{ratio - 1:+.0%} epoch time (limit +{max_slowdown:.0%})")
-    delta = pair.delta
+        slower = f"slower by {(ratio - 1) * 100:.1f}%"
+        one_run = f"{ratio - 1:+.0%} epoch time (limit +{_pct(max_slowdown)}): {slower}"
+        _weigh(pair, f"{slower} (limit {_pct(max_slowdown)})", pair.time.p, alpha, one_run)
+    delta = pair.score.delta if pair.score else None
     if max_metric_drop is not None and delta is not None and -delta > max_metric_drop + 1e-12:
-        pair.problems.append(f"{pair.metric} {delta:+.3f} (limit -{max_metric_drop:g})")
+        change = f"{pair.metric} lower by {-delta:.3f} (limit {max_metric_drop:g})"
+        _weigh(pair, change, pair.score.p, alpha, f"{pair.metric} {delta:+.3f} (limit -{max_metric_drop:g})")
+
+
+def _status_problems(pair: Pair) -> None:
+    """NEW runs that did not end ``ok`` where BASE has an ``ok`` run."""
+    if not any(r.get("status") == "ok" for r in pair.base):
+        return
+    bad = [r for r in pair.new if r.get("status") != "ok"]
+    for status in dict.fromkeys(r.get("status") for r in bad):
+        these = [r for r in bad if r.get("status") == status]
+        errors = "; ".join(dict.fromkeys(r["error"] for r in these if r.get("error")))
+        count = f"{len(these)} of {len(pair.new)} " if len(pair.new) > 1 else ""
+        pair.problems.append(f"{count}{status} in NEW" + (f" ({errors})" if errors else ""))
 
 
 def _env_diff(base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
@@ -163,46 +271,98 @@ def _env_diff(base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> 
 
 
 def run_label(pair: Pair, keys: Sequence[str]) -> str:
-    """``3f2a9c1e0b7d (strategy=fixed max_len=64 seed=1)``: how a message names a run."""
+    """``3f2a9c1e0b7d (strategy=fixed max_len=64)``: how a message names a configuration
+    (its run ids, one per seed and side)."""
     desc = " ".join(f"{column_label(k)}={pair.config.get(k)}" for k in keys)
-    return f"{pair.run_id} ({desc})" if desc else pair.run_id
+    ids = ", ".join(pair.run_ids)
+    return f"{ids} ({desc})" if desc else ids
+
+
+def notes(comp: Comparison) -> list[str]:
+    """What a reader of ``harness compare`` must know besides the table: the environment,
+    one-sided runs, busy runs, changes within the noise, and whether noise was judged."""
+    out = [f"note: {key} differs: BASE {b or '?'}, NEW {n or '?'}" for key, (b, n) in comp.env_diff.items()]
+    one_sided = [p for p in comp.pairs if p.side != "both"]
+    if one_sided:
+        count = sum(len(p.base) + len(p.new) for p in one_sided)
+        out.append(
+            f"{count} run{'s' if count != 1 else ''} on one side only: "
+            + "; ".join(f"{run_label(p, comp.keys)} only in {p.side}" for p in one_sided)
+        )
+    busy = [b for p in comp.matched for b in p.busy]
+    if busy:
+        out.append(f"note: busy runs (measured while other processes took the CPU; their times are not "
+                     f"comparable): {', '.join(busy)}")
+    for p in comp.matched:
+        out += [f"note: {run_label(p, comp.keys)}: {line}" for line in p.within_noise]
+    thresholds = comp.max_slowdown is not None or comp.max_metric_drop is not None
+    if thresholds and comp.unjudged:
+        out.append(
+            f"note: {len(comp.unjudged)} of {len(comp.matched)} matched configurations have a single run on a "
+            "side: one run cannot tell a change from noise, so the thresholds alone judge them; repeat over "
+            f"seeds (2 or more per side) for Welch's t-test at alpha {comp.alpha:g}"
+        )
+    if thresholds and len(comp.unjudged) < len(comp.matched):
+        out.append(f"note: several seeds per side: a change past a threshold is a regression only when "
+                     f"Welch's t-test gives p < {comp.alpha:g}")
+    return out
 
 
 def cells(comp: Comparison) -> tuple[list[str], list[list[str]], list[str | None], int]:
-    """Header, text cells, a style per row, and the first right-aligned column."""
+    """Header, text cells, a style per row, and the first right-aligned column.
+
+    An epoch time or metric over several runs reads ``10.03 ± 0.62 (n=3)``: the mean ± the
+    half-width of its 95% Student's t interval; ``p time`` and ``p <metric>`` (shown when a
+    configuration has two runs or more on both sides) are Welch's two-sided p-values."""
     metric_names = sorted({p.metric for p in comp.pairs if p.metric})
     metric = metric_names[0] if len(metric_names) == 1 else "metric"
+    show_p = any(p.time and p.time.p is not None or p.score and p.score.p is not None for p in comp.pairs)
     header = ["run_id", *(column_label(k) for k in comp.keys)]
     right_from = len(header)
     header += ["base epoch s", "new epoch s", "new/base", f"base {metric}", f"new {metric}", "Δ", "verdict"]
+    header += ["p time", f"p {metric}"] if show_p else []
     rows, styles = [], []
     for p in comp.pairs:
         line = [p.run_id, *(_text(p.config.get(k)) for k in comp.keys)]
         if p.side != "both":
-            record = p.base or p.new
-            s = summarize(record)["epoch_seconds"]
-            score = _score(record, p.metric)
-            line += [_num(s, 2), "—", "—", _num(score), "—", "—"] if p.side == "BASE" else \
-                    ["—", _num(s, 2), "—", "—", _num(score), "—"]
+            runs = p.base or p.new
+            time, score = _est(estimate(_seconds(runs)), 2), _est(estimate(_scores(runs, p.metric)))
+            line += [time, "—", "—", score, "—", "—"] if p.side == "BASE" else ["—", time, "—", "—", score, "—"]
             line.append(f"only in {p.side}")
+            line += ["—", "—"] if show_p else []
             styles.append("yellow")
         else:
-            ratio = p.ratio
-            delta = p.delta
-            line += [
-                _num(p.base_seconds, 2), _num(p.new_seconds, 2),
-                f"{ratio:.2f}x ({ratio - 1:+.0%})" if ratio is not None else "—",
-                _num(p.base_score), _num(p.new_score),
-                f"{delta:+.3f}" if delta is not None else "—",
-                "; ".join(p.problems) or "ok",
-            ]
-            styles.append("red" if p.problems else None)
+            line += _both_cells(p)
+            line += [_p_cell(p.time), _p_cell(p.score)] if show_p else []
+            styles.append("red" if p.problems else "yellow" if p.within_noise or p.busy else None)
         rows.append(line)
     return header, rows, styles, right_from
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def _both_cells(p: Pair) -> list[str]:
+    ratio, delta = p.time.ratio, p.score.delta
+    verdict = "; ".join(p.problems) or "; ".join(p.within_noise) or "ok"
+    if p.busy:
+        verdict += " (busy runs: times not comparable)"
+    return [
+        _est(p.time.base, 2), _est(p.time.new, 2),
+        f"{ratio:.2f}x ({ratio - 1:+.0%})" if ratio is not None else "—",
+        _est(p.score.base), _est(p.score.new),
+        f"{delta:+.3f}" if delta is not None else "—",
+        verdict,
+    ]
+
+
+def _est(e: Estimate, digits: int = 3) -> str:
+    """``2.00`` for one run; ``10.03 ± 0.62 (n=3)`` (95% Student's t half-width) for several."""
+    if e.mean is None:
+        return "—"
+    text = f"{e.mean:.{digits}f}"
+    return text if e.half_width is None else f"{text} ± {e.half_width:.{digits}f} (n={e.n})"
+
+
+def _p_cell(d: Difference | None) -> str:
+    return "—" if d is None or d.p is None else _p(d.p)
 
 
 def _text(value: Any) -> str:

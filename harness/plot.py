@@ -1,20 +1,21 @@
 """The plot: epoch time and the main metric against a swept numeric key (MAX_LEN by default).
 
 Two panels side by side, one line per value of the other keys that vary (strategy, head,
-...), mean and error bars (sample standard deviation) over seeds. It reads plain run
+...): the mean over seeds, with error bars that span its 95% confidence interval
+(Student's t with n - 1 degrees of freedom, :func:`harness.summary.estimate`: the same
+interval the tables show as ``±``); a point of one run has no error bar. It reads plain run
 records, like the tables, and draws with matplotlib's Agg canvas directly: matplotlib is
 imported only here, only when a plot is drawn, and the global pyplot backend is left alone.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.summary import column_label, flatten, summarize, varied_keys
+from harness.summary import column_label, estimate, flatten, summarize, varied_keys
 
 #: the axis a suite most often sweeps; preferred when several numeric keys vary
 PREFERRED_X = "max_len"
@@ -188,8 +189,10 @@ def _line_label(flat: dict[str, Any], groups: list[str], runs: Sequence[dict[str
     return " / ".join(str(flat.get(k)) for k in ("strategy.name", "head.name") if k in flat) or "all runs"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95% Student's t interval (0 for a single value)."""
+    e = estimate(values)
+    return e.mean, e.half_width or 0.0
 
 
 def write_plot(
@@ -224,13 +227,13 @@ def figure(
     for i, line in enumerate(data.lines):
         style = dict(marker=markers[i % len(markers)], capsize=3, linewidth=1.6, markersize=5)
         xs = sorted(line.times)
-        stats = [_mean_std(line.times[v]) for v in xs]
+        stats = [_mean_ci(line.times[v]) for v in xs]
         h = ax_time.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats] if data.seeds > 1 else None,
                              label=line.label, **style)
         handles.append(h)
         xs_m = sorted(line.scores)
         if xs_m:
-            stats = [_mean_std(line.scores[v]) for v in xs_m]
+            stats = [_mean_ci(line.scores[v]) for v in xs_m]
             ax_metric.errorbar(xs_m, [m for m, _ in stats], yerr=[s for _, s in stats] if data.seeds > 1 else None,
                                color=h[0].get_color(), **style)
 
@@ -291,7 +294,7 @@ def _title(data: PlotData, title: str | None) -> str:
     text = head + " · ".join(parts)
     notes = []
     if data.seeds > 1:
-        notes.append(f"mean ± std over {data.seeds} seeds")
+        notes.append(f"mean and 95% t interval over {data.seeds} seeds")
     if data.averaged:
         notes.append("averaged over " + ", ".join(column_label(k) for k in data.averaged))
     return text + (f"\n({'; '.join(notes)})" if notes else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.summary import column_label, flatten, rows, varied_keys
+from harness.summary import column_label, flatten, rows, summarize, varied_keys
 
 
 class _Consoles:
@@ -55,11 +56,18 @@ class _SyncedProgress(Progress):
 
 
 class RichProgress:
-    """Three bars: runs of the suite, epochs of the run, steps of the epoch (with ETA)."""
+    """Three bars: runs of the suite, epochs of the run, steps of the epoch (with ETA).
+
+    Where the bars cannot be drawn (stderr is not a terminal: CI, ``nohup``, a redirect)
+    or are turned off (``--no-progress``), one line per finished run instead, as it
+    finishes: ``[3/9] cola fixed linear L=64 seed=42: ok in 1 min 5 s, epoch 12.34 s, mcc 0.215``.
+    """
 
     def __init__(self, total_runs: int, enabled: bool = True):
         self.steps_done = 0  # counted by the loop, drawn by rich's refresh thread
         self._drawn = 0
+        self.total, self.finished, self.label, self.started = total_runs, 0, "", 0.0
+        self.lines = not (enabled and _consoles.err.is_terminal)
         self.progress = _SyncedProgress(
             TextColumn("{task.description}", style="bold"),
             BarColumn(),
@@ -69,7 +77,7 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=_consoles.err,
-            disable=not enabled,
+            disable=self.lines,
             transient=False,
             sync=self._sync,
         )
@@ -85,15 +93,21 @@ class RichProgress:
         self.progress.__exit__(*exc)
 
     def start_run(self, label: str) -> None:
+        self.label, self.started = label, time.monotonic()
         self.progress.update(self.runs, info=label)
         self.progress.reset(self.epochs, total=1, visible=False, info="")
 
-    def end_run(self, status: str) -> None:
+    def end_run(self, record: dict[str, Any] | None) -> None:
+        self.finished += 1
         self.progress.advance(self.runs)
         self.progress.update(self.steps, visible=False)
         self.progress.update(self.epochs, visible=False)
+        if self.lines:
+            text = run_line(record, time.monotonic() - self.started)
+            _consoles.err.print(f"[{self.finished}/{self.total}] {self.label}: {text}", highlight=False, soft_wrap=True)
 
     def skip_run(self) -> None:
+        self.finished += 1
         self.progress.advance(self.runs)
 
     # the train.Progress protocol
@@ -120,6 +134,35 @@ class RichProgress:
         )
 
 
+def run_line(record: dict[str, Any] | None, seconds: float) -> str:
+    """What one finished run came to, in a line: status, wall time, epoch time, main metric."""
+    took = duration(seconds)
+    if record is None:
+        return f"done in {took} (recorded by the node holding rank 0)"
+    if record.get("status") != "ok":
+        return f"{record.get('status')} in {took}: {record.get('error')}"
+    parts = [f"ok in {took}"]
+    epoch = summarize(record)["epoch_seconds"]
+    if epoch is not None:
+        parts.append(f"epoch {epoch:.2f} s")
+    main = record.get("main_metric")
+    if main and main in (record.get("metrics") or {}):
+        parts.append(f"{main} {record['metrics'][main]:.3f}")
+    if record.get("busy"):
+        parts.append("measured on a busy machine")
+    return ", ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``1 min 5 s``, ``1 h 2 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -130,6 +173,45 @@ def _fmt(value: Any, spread: Any = None, digits: int = 3) -> str:
         text = f"{value:.{digits}f}"
         return text + (f" ± {spread:.{digits}f}" if spread is not None else "")
     return str(value)
+
+
+def _estimate_cell(row: dict[str, Any], name: str, digits: int = 3) -> str:
+    """A figure with its interval: ``9.17 ± 0.41 (n=3)`` over seeds (± the half-width of the
+    95% Student's t interval of the mean), ``0.215 [0.13, 0.30]`` for one run's metric (its
+    95% bootstrap interval over the evaluation set), the bare value otherwise."""
+    mean = row[name]
+    if mean is None:
+        return "—"
+    text = f"{mean:.{digits}f}"
+    kind = row.get(name + "_ci")
+    if kind == "t":
+        return f"{text} ± {row[name + '_ci_high'] - mean:.{digits}f} (n={row[name + '_n']})"
+    if kind == "bootstrap":
+        d = max(digits - 1, 0)
+        return f"{text} [{row[name + '_ci_low']:.{d}f}, {row[name + '_ci_high']:.{d}f}]"
+    return text
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    """``ok``, ``ok (busy)`` (measured while other processes took the CPU), ``ok (1 of 3 busy)``;
+    a reason after the status (``failed: out of memory: ...``), the flag last."""
+    busy = row.get("busy") or 0
+    flag = "" if not busy else " (busy)" if busy == row["runs"] else f" ({busy} of {row['runs']} busy)"
+    return row["status"] + (f": {row['error']}" if row["error"] else "") + flag
+
+
+def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -> str | None:
+    """What the intervals and flags of a table mean, in a line under it (rich only)."""
+    names = ["epoch_seconds", *metric_names]
+    parts = []
+    if any(r.get(n + "_ci") == "t" for r in table_rows for n in names):
+        parts.append("a ± b (n=k): mean of k runs ± the half-width of its 95% confidence interval "
+                     "(Student's t, k-1 degrees of freedom)")
+    if any(r.get(n + "_ci") == "bootstrap" for r in table_rows for n in metric_names):
+        parts.append("a [lo, hi]: one run's metric with its 95% bootstrap interval over the evaluation set")
+    if any(r.get("busy") for r in table_rows):
+        parts.append("busy: measured while other processes took the CPU; its times are not comparable")
+    return "; ".join(parts) or None
 
 
 def _bytes(n: int | None) -> str:
@@ -143,6 +225,12 @@ def _bytes(n: int | None) -> str:
 
 def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, text cells and statuses: what the rich, markdown and csv tables share."""
+    header, cells, statuses, _ = _table(records)
+    return header, cells, statuses
+
+
+def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str], str | None]:
+    """:func:`table_cells`, and the legend of its intervals and flags."""
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
     show_runs = any(r["runs"] > 1 for r in table_rows)
@@ -158,10 +246,9 @@ def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
         # config values as written (lr 1e-4, not 0.000); measured figures with fixed digits
         line = ["—" if r[k] is None else f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
         line += [str(r["runs"])] if show_runs else []
-        status = r["status"] + (f": {r['error']}" if r["error"] else "")
         line += [
-            status,
-            _fmt(r["epoch_seconds"], r["epoch_seconds_spread"], 2),
+            _status_cell(r),
+            _estimate_cell(r, "epoch_seconds", 2),
             _fmt(r["eval_seconds"], None, 2),
             _fmt(r["real_tokens_per_second"], None, 0) if r["real_tokens_per_second"] else "—",
             _fmt(r["tflops"], None, 3 if (r["tflops"] or 0) < 1 else 1),
@@ -170,15 +257,16 @@ def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
             _bytes(r["peak_memory_bytes"]),
             *([_fmt(r["compile_seconds"], None, 1)] if show_compile else []),
         ]
-        line += [_fmt(r[m], r[m + "_spread"]) for m in metric_names]
+        line += [_estimate_cell(r, m) for m in metric_names]
         cells.append(line)
         statuses.append(r["status"])
-    return header, cells, statuses
+    return header, cells, statuses, _legend(table_rows, metric_names)
 
 
 def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -> Table:
-    header, cells, statuses = table_cells(records)
-    table = Table(title=title, header_style="bold")
+    header, cells, statuses, legend = _table(records)
+    caption = escape(legend) if legend else None  # text, not markup: "[lo, hi]"
+    table = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
     numeric_from = header.index("epoch s")
     for i, name in enumerate(header):
         table.add_column(name, justify="right" if i >= numeric_from else "left", overflow="fold")
@@ -218,17 +306,22 @@ def markdown_table(records: Sequence[dict[str, Any]], title: str | None = None) 
 
 def csv_table(records: Sequence[dict[str, Any]]) -> str:
     """The run table as CSV for a spreadsheet or pandas: one row per configuration, plain
-    numbers (seconds, bytes, fractions), mean and spread (sample std over seeds) apart."""
+    numbers (seconds, bytes, fractions). Each figure has its mean, ``_spread`` (sample std
+    over the row's runs), ``_n``, and ``_ci_low``/``_ci_high``: the 95% Student's t interval
+    of the mean when n >= 2; for a single run's metric its 95% bootstrap interval over the
+    evaluation set; ``_ci`` says which (``t``, ``bootstrap``, empty). ``busy``: how many
+    of the row's runs were measured while other processes took the CPU."""
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
     fields = ["epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"]
-    paired = [*fields, *metric_names]  # each with its spread
-    header = [column_label(k) for k in keys] + ["runs", "status", "error", "peak_memory_bytes"]
-    header += [h for name in paired for h in (name, f"{name}_spread")]
+    paired = [*fields, *metric_names]
+    suffixes = ("", "_spread", "_n", "_ci_low", "_ci_high", "_ci")
+    header = [column_label(k) for k in keys] + ["runs", "status", "error", "busy", "peak_memory_bytes"]
+    header += [name + suffix for name in paired for suffix in suffixes]
     lines = []
     for r in table_rows:
-        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["peak_memory_bytes"]]
-        line += [v for name in paired for v in (r[name], r[name + "_spread"])]
+        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["busy"], r["peak_memory_bytes"]]
+        line += [r[name + suffix] for name in paired for suffix in suffixes]
         lines.append(["" if v is None else v for v in line])
     return csv_text(header, lines)
 

@@ -7,7 +7,9 @@ pytest fixture's ``extra_info``) derives its figures here, from the plain record
 - :func:`summarize`: one run's derived figures (mean epoch time, real tokens/s, padding
   waste, peak memory, TFLOP/s) from its epochs;
 - :func:`rows`: one row per configuration, runs that differ only by seed grouped, with
-  mean and spread (sample standard deviation);
+  mean, n, sample standard deviation and a 95% confidence interval of the mean;
+- :func:`estimate`, :func:`welch_p`: the statistics behind them (Student's t interval,
+  Welch's t-test), which ``harness compare`` and the plot use too;
 - :func:`varied_keys`, :func:`flatten`, :func:`column_label`: which config keys tell the
   runs apart, and what a column is called;
 - :func:`table_title`: ``max_len (9 runs)``.
@@ -15,11 +17,70 @@ pytest fixture's ``extra_info``) derives its figures here, from the plain record
 
 from __future__ import annotations
 
+import math
 import statistics
+import warnings
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 #: config keys never shown as a varied column, nor used to tell configurations apart
 HIDDEN_KEYS = ("data_dir",)
+#: config keys a one-configuration table still shows, so that it says what ran
+ALWAYS_SHOWN = ("strategy.name", "max_len")
+#: the confidence of every interval the harness reports
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean of n values with its spread and its confidence interval.
+
+    ``half_width`` is the half-width of the two-sided 95% confidence interval of the mean,
+    Student's t with n - 1 degrees of freedom: t(0.975, n - 1) x std / sqrt(n). None when
+    n < 2 (one value says nothing about the noise)."""
+
+    mean: float | None
+    n: int
+    std: float | None = None
+    half_width: float | None = None
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half_width is None else self.mean - self.half_width
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half_width is None else self.mean + self.half_width
+
+
+def estimate(values: Iterable[float | None], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean, n, sample standard deviation and Student's t interval of the values (None skipped)."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return Estimate(None, 0)
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return Estimate(mean, 1)
+    from scipy.stats import t
+
+    std = statistics.stdev(xs)
+    half = float(t.ppf((1 + confidence) / 2, len(xs) - 1)) * std / math.sqrt(len(xs))
+    return Estimate(mean, len(xs), std, half)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances) that the means of ``a`` and
+    ``b`` differ; None unless both hold at least two values. Two sides without any spread
+    give 0 when their means differ and 1 when they do not (scipy gives NaN)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
+        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # "nearly identical data": the p-value is still the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
 
@@ -85,29 +146,60 @@ def column_label(key: str) -> str:
     return key
 
 
-def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+#: the per-run figures a row averages (each with ``_spread``, ``_n``, ``_ci_low``, ``_ci_high``)
+ROW_FIELDS = ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops",
+              "peak_share", "compile_seconds", "train_loss")
 
 
-def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Table rows: one per configuration (records differing only by seed are one row,
-    with mean and spread). Returns the varied config keys and the rows."""
-    seeds_vary = len({r.get("config", {}).get("seed") for r in records}) > 1
-    keys = varied_keys(records, exclude=("seed",) if seeds_vary else ())
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        flat = flatten(r.get("config", {}))
-        group_key = repr([flat.get(k) for k in keys])
-        groups.setdefault(group_key, []).append(r)
-    metric_names: list[str] = []
+def _put(row: dict[str, Any], name: str, est: Estimate) -> None:
+    """``name`` (the mean), ``name_spread`` (sample std), ``name_n``, ``name_ci_low/_high``
+    and ``name_ci`` (``t`` when the interval is Student's t over the row's runs)."""
+    row[name], row[name + "_spread"], row[name + "_n"] = est.mean, est.std, est.n
+    row[name + "_ci_low"], row[name + "_ci_high"] = est.low, est.high
+    row[name + "_ci"] = "t" if est.half_width is not None else None
+
+
+def _bootstrap(row: dict[str, Any], name: str, ok: Sequence[dict[str, Any]]) -> None:
+    """A metric of a single ok run: its bootstrap interval over the evaluation set, if recorded."""
+    if row[name + "_n"] != 1 or len(ok) != 1:
+        return
+    interval = (ok[0].get("metrics_ci95") or {}).get(name)
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval:
+        row[name + "_ci_low"], row[name + "_ci_high"] = float(interval[0]), float(interval[1])
+        row[name + "_ci"] = "bootstrap"
+
+
+def metric_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every metric the runs report, each run's main metric first."""
+    names: list[str] = []
     for r in records:
         main = r.get("main_metric")
         for name in ([main] if main else []) + list((r.get("metrics") or {})):
-            if name not in metric_names:
-                metric_names.append(name)
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def table_keys(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The config keys a table shows: those that vary (not the seed, when seeds are grouped);
+    with a single configuration, ``strategy`` and ``max_len`` (so a table says what ran)."""
+    seeds_vary = len({r.get("config", {}).get("seed") for r in records}) > 1
+    keys = varied_keys(records, exclude=("seed",) if seeds_vary else ())
+    if keys:
+        return keys
+    present = {k for r in records for k in flatten(r.get("config", {}))}
+    return [k for k in ALWAYS_SHOWN if k in present]
+
+
+def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Table rows: one per configuration (records differing only by seed are one row, with
+    mean, n, spread and 95% interval: see :func:`_put`). Returns the config keys and the rows."""
+    keys = table_keys(records)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        flat = flatten(r.get("config", {}))
+        groups.setdefault(repr([flat.get(k) for k in keys]), []).append(r)
+    names = metric_names(records)
     out = []
     for members in groups.values():
         flat = flatten(members[0].get("config", {}))
@@ -115,18 +207,28 @@ def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, A
         ok = [m for m in members if m.get("status") == "ok"]
         row: dict[str, Any] = {k: flat.get(k) for k in keys}
         row["runs"] = len(members)
-        statuses = sorted({m.get("status", "?") for m in members})
-        row["status"] = "/".join(statuses)
+        row["status"] = "/".join(sorted({m.get("status", "?") for m in members}))
         row["error"] = "; ".join(sorted({m["error"] for m in members if m.get("error")}))
-        for field in ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops",
-                      "peak_share", "compile_seconds", "train_loss"):
-            row[field], row[field + "_spread"] = _mean_spread([s[field] for s in sums])
+        row["busy"] = sum(1 for m in members if m.get("busy"))
+        for field in ROW_FIELDS:
+            _put(row, field, estimate(s[field] for s in sums))
         row["peak_memory_bytes"] = max((s["peak_memory_bytes"] or 0 for s in sums), default=None) or None
-        for name in metric_names:
-            row[name], row[name + "_spread"] = _mean_spread([(m.get("metrics") or {}).get(name) for m in ok])
-        row["_metrics"] = metric_names
+        for name in names:
+            _put(row, name, estimate((m.get("metrics") or {}).get(name) for m in ok))
+            _bootstrap(row, name, ok)
+        row["_metrics"] = names
         out.append(row)
     return keys, out
+
+
+def config_group(record: dict[str, Any], without: Iterable[str] = ("seed",)) -> str:
+    """What tells a record's configuration apart, the seed aside: its flattened config
+    without the keys that are not part of a run id (``data_dir``, the rendezvous)."""
+    from harness.suite import NOT_IN_RUN_ID
+
+    skip = set(NOT_IN_RUN_ID) | set(HIDDEN_KEYS) | set(without)
+    flat = flatten(record.get("config", {}))
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in skip))
 
 
 def suite_names(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:

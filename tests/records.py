@@ -1,10 +1,16 @@
-"""Small run records built by hand, shaped as train.py writes them, for report/compare tests."""
+"""Small run records built by hand, through the record model train.py uses
+(:class:`harness.record.RunRecord`), for report/compare tests."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from harness.record import RunRecord
+
+#: when the hand-made runs started and finished (any fixed time: the tables do not show it)
+WHEN = "2025-01-01T00:00:00+00:00"
 
 
 def record(
@@ -18,21 +24,29 @@ def record(
         "real_tokens": 1000, "padded_tokens": 2000, "train_flops": 1e12, "peak_memory_bytes": 10**9,
         "metrics": {"mcc": mcc, "accuracy": 0.7},
     }]
-    return {
-        "run_id": run_id,
-        "status": status,
-        "error": None if status == "ok" else "RuntimeError: boom",
-        "suite": suite,
-        "config": {
+    return RunRecord(
+        run_id=run_id,
+        status=status,
+        error=None if status == "ok" else "RuntimeError: boom",
+        suite=suite,
+        started_at=WHEN,
+        finished_at=WHEN,
+        config={
             "model": "minilm", "init": "pretrained", "dataset": {"name": "cola", "options": {}},
             "strategy": {"name": strategy, "options": {}}, "head": {"name": "linear", "options": {}},
             "max_len": max_len, "batch_size": 32, "seed": seed, "device": "cuda", "precision": "bf16", **config,
         },
-        "env": {"device_name": device_name, "torch": "2.11.0", "transformers": "5.17.0", "harness_version": "0.1.0"},
-        "main_metric": "mcc",
-        "epochs": epochs,
-        "metrics": metrics,
-    }
+        env={"device_name": device_name, "torch": "2.11.0", "transformers": "5.17.0", "harness_version": "0.1.0"},
+        main_metric="mcc",
+        epochs=epochs,
+        metrics=metrics,
+    ).to_dict()
+
+
+def with_fields(rec: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``rec`` with more record fields (``busy=True``, ``metrics_ci95={...}``), validated by
+    :class:`RunRecord` again."""
+    return RunRecord(**{**rec, **fields}).to_dict()
 
 
 def write_results(directory: Path, records: list[dict[str, Any]]) -> Path:

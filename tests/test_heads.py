@@ -375,7 +375,8 @@ def test_the_heads_suite_tables_mcc_and_epoch_time_per_head_and_freeze_flag_over
     assert {"head", "freeze_backbone", "runs", "epoch s", "mcc"} <= set(col)
     for line in cells:
         assert line[col["runs"]] == "3"
-        assert line[col["mcc"]] == "0.120 ± 0.010"  # mean ± standard deviation over the seeds
+        # mean ± the 95% t interval's half-width over the seeds: 4.303 x 0.010 / sqrt(3)
+        assert line[col["mcc"]] == "0.120 ± 0.025 (n=3)"
         assert "±" in line[col["epoch s"]]
     assert sorted((line[col["head"]], line[col["freeze_backbone"]]) for line in cells) == sorted(
         (h, str(f)) for h in HEADS for f in (False, True)
