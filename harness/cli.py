@@ -45,6 +45,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# long: every command's options in one place, read top to bottom as `harness --help` shows them
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="run again the runs already recorded in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-plot", action="store_true", help="do not write <out>/plot.png")
+    run.add_argument(
+        "--isolation", choices=("process", "none"), default="process",
+        help="process (default): each run in a fresh process of its own, so its memory and state are its own "
+        "and a crash fails only that run; none: in this process, for a debugger or a profiler",
+    )
 
     validate = sub.add_parser("validate", help="check a suite and print its expanded runs; runs nothing")
     _add_suite_args(validate)
@@ -91,12 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--group", metavar="KEY", action="append",
                      help="one plot line per value of KEY (default: every other key that varies); repeatable")
 
-    cmp = sub.add_parser("compare", help="compare two results directories run by run; exit 1 on a regression")
+    cmp = sub.add_parser("compare", help="compare two results directories configuration by configuration "
+                                         "(seeds grouped); exit 1 on a regression")
     cmp.add_argument("base", help="the baseline results directory")
     cmp.add_argument("new", help="the results directory to check")
     cmp.add_argument("--max-slowdown", metavar="PCT", help="fail when a run's epoch time grows by more, e.g. 10%%")
     cmp.add_argument("--max-metric-drop", metavar="X", help="fail when a run's metric drops by more, e.g. 0.02")
     cmp.add_argument("--metric", help="the metric to compare (default: each dataset's main metric)")
+    cmp.add_argument("--alpha", default="0.05", metavar="P",
+                     help="significance level of Welch's t-test when both sides have several seeds "
+                          "(default 0.05): a change past a threshold is a regression only when p < alpha")
     cmp.add_argument("--format", choices=("table", "md", "csv"), default="table")
     return parser
 
@@ -125,7 +135,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import report, summary
-    from harness.results import check_out_dir, prepare_out_dir
+    from harness.results import ResultsStore, check_out_dir, prepare_out_dir
     from harness.runner import preflight, run_suite
 
     suite, runs = _load(args)
@@ -134,9 +144,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in preflight(runs):
         report.print_note(warning)
     prepare_out_dir(out)
+    done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
+    if done:
+        report.print_note(
+            f"{done} of {len(runs)} run{'s' if len(runs) != 1 else ''} already done in {out}: skipped "
+            "(--rerun runs them again)"
+        )
     try:
         with report.RichProgress(len(runs), enabled=not args.no_progress) as progress:
-            records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name)
+            records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name,
+                                isolation=args.isolation)
     except KeyboardInterrupt:
         report.print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
@@ -224,11 +241,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     max_slowdown = cmp.parse_slowdown(args.max_slowdown) if args.max_slowdown is not None else None
     max_drop = cmp.parse_drop(args.max_metric_drop) if args.max_metric_drop is not None else None
+    alpha = cmp.parse_alpha(args.alpha)
     base, new = read_records(args.base), read_records(args.new)
     for where, records in ((args.base, base), (args.new, new)):
         if not records:
             raise HarnessError(f"{where}: the results file holds no runs")
-    comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric)
+    comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric,
+                       alpha=alpha)
     header, cells, styles, right_from = cmp.cells(comp)
     if args.format == "md":
         report.print_text(report.markdown(header, cells, right_from))
@@ -236,19 +255,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         report.print_text(report.csv_text(header, cells))
     else:
         report.print_cells(header, cells, styles, title=f"{args.base} -> {args.new}", right_from=right_from)
-    for key, (b, n) in comp.env_diff.items():
-        report.print_note(f"note: {key} differs: BASE {b or '?'}, NEW {n or '?'}")
-    one_sided = [p for p in comp.pairs if p.side != "both"]
-    if one_sided:
-        report.print_note(
-            f"{len(one_sided)} run{'s' if len(one_sided) != 1 else ''} on one side only: "
-            + "; ".join(f"{cmp.run_label(p, comp.keys)} only in {p.side}" for p in one_sided)
-        )
+    for line in cmp.notes(comp):
+        report.print_note(line)
     if comp.failed:
         for p in comp.failed:
             report.print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
         return ExitCode.RUN_FAILED
-    report.print_note(f"{len(comp.matched)} matched runs within the thresholds")
+    noun = "run" if all(len(p.base) == 1 and len(p.new) == 1 for p in comp.matched) else "configuration"
+    count = len(comp.matched)
+    report.print_note(f"{count} matched {noun}{'s' if count != 1 else ''} within the thresholds")
     return ExitCode.OK
 
 

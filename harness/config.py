@@ -214,6 +214,12 @@ class RunConfig(Strict):
         "(`~/.cache/harness`). Relative to the suite file (to the current folder with `--set`); not part "
         "of the run id",
     )
+    target: dict[str, float] | None = Field(
+        None,
+        description="time to target (MLPerf's measure): metric thresholds such as `{mcc: 0.2}`; the record "
+        "gets the first epoch after which every one was reached and the training seconds until then; not part "
+        "of the run id",
+    )
     launcher: Launcher = Field(default_factory=Launcher, description="data-parallel workers through torchrun")
 
     @property

@@ -23,6 +23,7 @@ import torch
 
 from harness import distributed
 from harness.errors import HarnessError
+from harness.launch import launch
 from harness.measure import cpu_bf16_native
 from harness.model import check_weights, load_config, load_tokenizer, max_positions
 from harness.prepare import load_run_split, make_dataset
@@ -63,6 +64,12 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
         if data_key not in checked:
             dataset = make_dataset(run)
             dataset.check()
+            unknown = sorted(set(cfg.target or {}) - set(dataset.metrics))
+            if unknown:
+                raise HarnessError(
+                    f"{run.where('target')}: dataset '{cfg.dataset.name}' reports no metric {unknown[0]!r} "
+                    f"(it reports {', '.join(dataset.metrics)})"
+                )
             # read both splits now: a broken row fails in a second, not after hours of runs
             for split in ("train", cfg.eval_split):
                 load_run_split(run, dataset, split)
@@ -109,7 +116,7 @@ class SuiteProgress(Progress, Protocol):
     """What :func:`run_suite` tells a display (``harness.report.RichProgress`` is one)."""
 
     def start_run(self, label: str) -> None: ...
-    def end_run(self, status: str) -> None: ...
+    def end_run(self, record: dict[str, Any] | None) -> None: ...
     def skip_run(self) -> None: ...
 
 
@@ -117,20 +124,25 @@ class NullSuiteProgress(NullProgress):
     def start_run(self, label: str) -> None:
         pass
 
-    def end_run(self, status: str) -> None:
+    def end_run(self, record: dict[str, Any] | None) -> None:
         pass
 
     def skip_run(self) -> None:
         pass
 
 
+#: where runs train: ``process`` (a fresh process each, the default) or ``none`` (in this one)
+ISOLATION = ("process", "none")
+
+
 def run_suite(
     runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, progress: SuiteProgress | None = None,
-    suite_name: str | None = None,
+    suite_name: str | None = None, isolation: str = "process",
 ) -> list[dict[str, Any]]:
     """Run (or skip, when already finished) every run; return their records in suite order.
     ``suite_name`` is recorded with each run (``harness report`` titles its table with it);
-    ``progress`` hears of every run, epoch and step."""
+    ``progress`` hears of every run, epoch and step; ``isolation`` (:data:`ISOLATION`):
+    each run in a fresh process (:func:`harness.launch.launch`), or in this one."""
     store = ResultsStore(out_dir)
     progress = progress or NullSuiteProgress()
     with sigterm_as_interrupt():
@@ -139,26 +151,28 @@ def run_suite(
                 progress.skip_run()
                 continue
             progress.start_run(label(run))
-            started = now()
-            try:
-                if run.config.world_size == 1:
-                    record = fit(run, progress)
-                else:  # data-parallel workers through torchrun
-                    record = distributed.launch(run, out_dir, progress)
-            except (HarnessError, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # a fault of this run: record it, go on with the suite
-                log = out_dir / "logs" / f"{run.run_id}.log"
-                log.parent.mkdir(exist_ok=True)
-                log.write_text(traceback.format_exc(), encoding="utf-8")
-                record = RunRecord.failed(run, failure_reason(exc), started, log=str(log)).to_dict()
-            finally:
-                _free_memory()
-            if record is None:  # a node of a multi-node run without rank 0: that node records it
-                progress.end_run("ok")
-                continue
-            if suite_name:
-                record["suite"] = suite_name
-            store.add(record)
-            progress.end_run(record["status"])
+            record = _train(run, out_dir, progress, isolation)
+            if record is not None:  # None: a node of a multi-node run without rank 0 (that node records it)
+                if suite_name:
+                    record["suite"] = suite_name
+                store.add(record)
+            progress.end_run(record)
     return [store.records[r.run_id] for r in runs if r.run_id in store.records]
+
+
+def _train(run: ResolvedRun, out_dir: Path, progress: SuiteProgress, isolation: str) -> dict[str, Any] | None:
+    """One run's record: from its own process, or trained here (a fault recorded ``failed``)."""
+    if isolation == "process" or run.config.world_size > 1:
+        return launch(run, out_dir, progress)
+    started = now()
+    try:
+        return fit(run, progress)
+    except (HarnessError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a fault of this run: record it, go on with the suite
+        log = out_dir / "logs" / f"{run.run_id}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        return RunRecord.failed(run, failure_reason(exc), started, log=str(log)).to_dict()
+    finally:
+        _free_memory()

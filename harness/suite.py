@@ -43,7 +43,7 @@ SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "o
 PLUGIN_KEYS = tuple(FAMILIES)  # dataset, strategy, head
 #: config keys that do not change what a run measures, left out of its run_id (dotted: nested)
 NOT_IN_RUN_ID = (
-    "data_dir",
+    "data_dir", "target",
     "launcher.rdzv_endpoint", "launcher.rdzv_backend", "launcher.rdzv_id", "launcher.timeout",
 )
 

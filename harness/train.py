@@ -20,7 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from harness import metrics as metric_lib
-from harness.measure import Clock, environment, peak_memory_bytes, reset_peak_memory, train_flops
+from harness.measure import (
+    BUSY_CORES,
+    Clock,
+    DeviceMemorySampler,
+    LoadProbe,
+    StepTimer,
+    environment,
+    load_average,
+    peak_memory,
+    reset_peak_memory,
+    spread,
+    train_flops,
+)
+from harness.model import model_revision
 from harness.prepare import Prepared, autocast, prepare, seed_everything
 from harness.record import RunRecord
 from harness.suite import ResolvedRun
@@ -77,12 +90,15 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> dict[str, Any]:
     batches = p.strategy.batches(p.enc_train, p.batch_size, seed=cfg.seed, epoch=epoch, **group.shard)
     progress.start_epoch(epoch + 1, cfg.epochs, len(batches))
     reset_peak_memory(p.device)
+    device_memory, load, steps = DeviceMemorySampler(p.device), LoadProbe(), StepTimer(p.device, len(batches))
     p.model.train()
     loss_sum = torch.zeros((), device=p.device)
-    real = padded = 0
+    real = padded = samples = 0
     clock = Clock(p.device)
+    device_memory.start()
+    load.start()
     clock.start()
-    cpu_start = time.process_time()
+    steps.mark()
     for batch in batches:
         loss = _step(p, batch.to(p.device, non_blocking=True))
         if cfg.max_grad_norm is not None:
@@ -92,25 +108,42 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> dict[str, Any]:
         p.scaler.update()
         p.scheduler.step()
         p.optimizer.zero_grad(set_to_none=True)
+        steps.mark()
         loss_sum += loss.detach()
         real += batch.real_tokens
         padded += batch.padded_tokens
+        samples += len(batch.index)
         progress.advance()
     # the slowest rank's time; the mean loss and the total tokens of all ranks
     train_seconds = group.max(clock.stop())
-    train_cpu_seconds = time.process_time() - cpu_start  # steadier than wall time on a busy machine
+    machine_cpu, own_cpu = load.stop()
     real_total = group.sum(real)
     return {
         "epoch": epoch + 1,
         "train_seconds": train_seconds,
-        "train_cpu_seconds": train_cpu_seconds,
+        "train_cpu_seconds": own_cpu,  # steadier than wall time on a busy machine
         "train_loss": group.mean(float(loss_sum) / max(1, len(batches))),
         "steps": len(batches),
+        "samples": group.sum(samples),
+        "step_seconds": spread(steps.seconds()),
         "real_tokens": real_total,
         "padded_tokens": group.sum(padded),
         "train_flops": _flops(p, real_total),
-        "peak_memory_bytes": int(group.max(peak_memory_bytes(p.device))),
+        **_memory(p, device_memory.stop()),
+        # the machine's CPU time less every rank's own: what other processes took
+        "other_cpu_seconds": None if machine_cpu is None else max(0.0, group.max(machine_cpu) - group.sum(own_cpu)),
     }
+
+
+def _memory(p: Prepared, device_peak: int | None) -> dict[str, Any]:
+    """The epoch's peak memory, the largest over the ranks (and each rank's, when several)."""
+    figures = peak_memory(p.device)
+    out = {key: (int(p.group.max(value)) if isinstance(value, int) else value) for key, value in figures.items()}
+    if p.group.world_size > 1:
+        out["peak_memory_bytes_per_rank"] = [int(v) for v in p.group.all(figures["peak_memory_bytes"])]
+    if device_peak is not None:
+        out["device_peak_memory_bytes"] = int(p.group.max(device_peak))
+    return out
 
 
 def _flops(p: Prepared, real_tokens: int) -> float:
@@ -142,32 +175,98 @@ def predict(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
     return p.enc_eval.labels, out
 
 
-def evaluate_epoch(p: Prepared) -> dict[str, Any]:
-    """The evaluation after an epoch, timed apart from training: its seconds and metrics."""
+def evaluate_epoch(p: Prepared, epoch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation after an epoch, timed apart from training: adds its seconds and metrics
+    to ``epoch``; returns (labels, predictions), for the final score's interval."""
     clock = Clock(p.device)
     clock.start()
     labels, predictions = predict(p)
-    seconds = p.group.max(clock.stop())
-    return {"eval_seconds": seconds, "metrics": metric_lib.compute(p.dataset.metrics, labels, predictions)}
+    epoch["eval_seconds"] = p.group.max(clock.stop())
+    epoch["metrics"] = metric_lib.compute(p.dataset.metrics, labels, predictions)
+    return labels, predictions
 
 
-def fit(run: ResolvedRun, progress: Progress | None = None) -> dict[str, Any]:
-    """Fine-tune and evaluate one run; return its record (status ``ok`` or ``diverged``)."""
+def diverged(epoch: dict[str, Any]) -> str | None:
+    """Why a run stops after ``epoch``: its training loss was not finite; else None."""
+    loss = epoch["train_loss"]
+    return None if np.isfinite(loss) else f"train loss became {loss} in epoch {epoch['epoch']}"
+
+
+def fit(run: ResolvedRun, progress: Progress | None = None, *, isolation: str = "none") -> dict[str, Any]:
+    """Fine-tune and evaluate one run; return its record (status ``ok`` or ``diverged``).
+    ``isolation`` says where it runs: ``process`` (a worker of :mod:`harness.launch`) or
+    ``none`` (in the caller's process)."""
     progress = progress or NullProgress()
+    load_before = load_average()
     p = prepare(run)
     warmup_seconds = warm_up(p)
     epochs: list[dict[str, Any]] = []
-    diverged = None
     for epoch in range(run.config.epochs):
         measured = train_epoch(p, epoch, progress)
-        measured |= evaluate_epoch(p)
+        evaluation = evaluate_epoch(p, measured)
         epochs.append(measured)
         progress.end_epoch(measured)
-        if not np.isfinite(measured["train_loss"]):
-            diverged = f"train loss became {measured['train_loss']} in epoch {epoch + 1}"
+        if diverged(measured):
             break
+    return finish(p, epochs, evaluation, warmup_seconds=warmup_seconds, load_before=load_before, isolation=isolation)
+
+
+def finish(
+    p: Prepared, epochs: list[dict[str, Any]], evaluation: tuple[np.ndarray, np.ndarray], *, warmup_seconds: float,
+    load_before: list[float] | None = None, isolation: str = "none",
+) -> dict[str, Any]:
+    """The record of a run that trained ``epochs``, the last evaluated to ``evaluation``
+    (labels, predictions): its figures, the machine's load and the final score's interval."""
+    cfg = p.run.config
+    reason = diverged(epochs[-1])
+    ci = None if reason else metric_lib.bootstrap_ci(p.dataset.metrics, *evaluation, seed=cfg.seed)
     return RunRecord.finished(
-        run, started_at=p.started_at, env=environment(p.device), epochs=epochs, diverged=diverged,
+        p.run, started_at=p.started_at, epochs=epochs, diverged=reason,
+        env=environment(p.device) | {"model_revision": model_revision(cfg.model, cfg.init)},
         model_info=p.model_info, data=p.data_info(), main_metric=p.dataset.metrics[0],
-        warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if run.config.compile else None,
+        warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if cfg.compile else None,
+        isolation=isolation, metrics_ci95={k: list(v) for k, v in ci.items()} if ci else None,
+        **throughput(epochs), **load_figures(epochs, load_before, load_average()),
+        **({"target": time_to_target(epochs, cfg.target)} if cfg.target else {}),
     ).to_dict()
+
+
+def throughput(epochs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The Hugging Face Trainer's figures, over the training epochs' own seconds (its
+    ``train_runtime`` also counts set-up and evaluation; these do not)."""
+    seconds = sum(e["train_seconds"] for e in epochs)
+    flops = [e.get("train_flops") for e in epochs]
+    return {
+        "train_samples_per_second": sum(e["samples"] for e in epochs) / seconds if seconds else None,
+        "train_steps_per_second": sum(e["steps"] for e in epochs) / seconds if seconds else None,
+        "total_flos": sum(flops) if flops and all(f is not None for f in flops) else None,
+    }
+
+
+def load_figures(epochs: list[dict[str, Any]], before: list[float] | None, after: list[float] | None) -> dict[str, Any]:
+    """How busy the machine was: other processes' CPU time during the training epochs, in
+    seconds and in cores on average; ``busy`` from :data:`~harness.measure.BUSY_CORES` on."""
+    other = [e.get("other_cpu_seconds") for e in epochs]
+    seconds = sum(e["train_seconds"] for e in epochs)
+    load: dict[str, Any] = {"loadavg_before": before, "loadavg_after": after}
+    if not other or any(o is None for o in other) or not seconds:
+        return {"load": load, "busy": None}
+    load |= {"other_cpu_seconds": sum(other), "other_cores": sum(other) / seconds}
+    # the kernel counts CPU time in ticks (10 ms): too short a run cannot be judged
+    return {"load": load, "busy": load["other_cores"] >= BUSY_CORES if seconds >= MIN_JUDGED_SECONDS else None}
+
+
+#: training seconds below which a run's load is not judged (``busy`` null): the machine's
+#: CPU time is counted in 10 ms ticks, an error of a few ticks per core
+MIN_JUDGED_SECONDS = 0.5
+
+
+def time_to_target(epochs: list[dict[str, Any]], target: dict[str, float]) -> dict[str, Any]:
+    """MLPerf's measure: the first epoch after which every metric of ``target`` reached its
+    threshold, and the training seconds up to its end (evaluation excluded); None if never."""
+    elapsed = 0.0
+    for e in epochs:
+        elapsed += e["train_seconds"]
+        if all(e["metrics"].get(name, float("-inf")) >= threshold for name, threshold in target.items()):
+            return {"thresholds": dict(target), "reached": True, "epoch": e["epoch"], "train_seconds": elapsed}
+    return {"thresholds": dict(target), "reached": False, "epoch": None, "train_seconds": None}

@@ -1,11 +1,13 @@
-"""One rank of a data-parallel run: what ``torchrun ... -m harness.worker WORKDIR`` starts.
+"""The process a run trains in: what ``python -m harness.worker WORKDIR`` starts (one per
+run), or ``torchrun ... -m harness.worker WORKDIR`` (one per rank of a data-parallel run).
 
 It reads the resolved run the parent wrote (``WORKDIR/spec.json``), looks its plugins up
-again (built-ins, entry points, and the local modules the run's plugins came from), joins
-the process group torchrun describes in the environment (NCCL on GPUs, gloo on the CPU)
-and calls :func:`harness.train.fit`. Rank 0 writes the record and the progress events.
-A rank that fails writes ``error-rank<N>.json`` (its traceback goes to torchrun's log)
-and exits non-zero; torchrun then stops the other ranks. See :mod:`harness.distributed`.
+again (built-ins, entry points, and the local modules the run's plugins came from),
+resolves the run by the same function as the parent, joins the process group when
+torchrun started it (NCCL on GPUs, gloo on the CPU) and calls :func:`harness.train.fit`.
+Rank 0 writes the record and the progress events. A process that fails writes
+``error-rank<N>.json`` (its traceback goes to the run's log) and exits non-zero; torchrun
+then stops the other ranks. See :mod:`harness.launch`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.distributed import ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventProgress
+from harness.launch import ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventProgress
 
 
 def rebuild_run(spec: dict[str, Any]):
@@ -29,6 +31,7 @@ def rebuild_run(spec: dict[str, Any]):
     from harness.plugins import load_registry
     from harness.suite import resolve_run
 
+    sys.path[:0] = [p for p in spec.get("sys_path", []) if p not in sys.path]
     registry = load_registry(spec["plugins"], base_dir=spec["base_dir"])
     run = resolve_run(spec["config"], registry, spec["base_dir"])
     if run.run_id != spec["run_id"]:  # pragma: no cover - resolution is deterministic
@@ -55,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     workdir = Path(argv[0])
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1  # started by torchrun
     _die_with_parent()
     if rank == 0:
         (workdir / RANK0).touch()  # this node records the run
@@ -66,14 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.train import fit
 
         run = rebuild_run(json.loads((workdir / SPEC).read_text(encoding="utf-8")))
-        if run.config.device == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
+        if distributed:
+            if run.config.device == "cuda":
+                torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
         progress = EventProgress(workdir / EVENTS) if rank == 0 else None
-        record = fit(run, progress)
+        record = fit(run, progress, isolation="process")
         if rank == 0:
             _write_json(workdir / RECORD, record)
-        dist.destroy_process_group()
+        if distributed:
+            dist.destroy_process_group()
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit non-zero
         from harness.errors import HarnessError

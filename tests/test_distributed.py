@@ -18,7 +18,7 @@ from conftest import SHARED_DATA, tiny_sets
 from harness.base import Encoded, StrategyOptions
 from harness.builtin.fixed import Fixed
 from harness.config import RunConfig
-from harness.distributed import EventProgress, _forward_events, _supervise, failure_reason, torchrun_args
+from harness.launch import EventProgress, _forward_events, _supervise, failure_reason, torchrun_args
 from harness.suite import run_id
 
 #: every run is stopped (and failed) after this many seconds: a hang cannot stall the tests

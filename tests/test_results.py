@@ -24,7 +24,8 @@ def test_an_interrupted_suite_resumes_without_repeating_finished_runs(cli, write
     monkeypatch.setattr(harness.runner, "fit", fit_then_interrupt)
     suite = write_suite("name: resume\nmatrix: {max_len: [16, 24, 32]}\n")
     out = tmp_path / "out"
-    args = ("run", suite, "--out", out, "--no-progress", *tiny_sets(max_len=None))
+    # in this process: the test interrupts harness.runner.fit
+    args = ("run", suite, "--out", out, "--no-progress", "--isolation", "none", *tiny_sets(max_len=None))
 
     code, stdout, stderr = cli(*args)
     assert code == 130

@@ -1,0 +1,262 @@
+"""One launcher: every run trains in a fresh process of its own.
+
+``harness run`` (:mod:`harness.runner`) hands each run to :func:`launch`, which writes the
+resolved run to a work directory and starts ``python -m harness.worker WORKDIR`` (an
+argument list, no shell), or for a data-parallel run ``python -m torch.distributed.run ...
+-m harness.worker WORKDIR``, whose workers each train one rank. The worker resolves the
+run again by the same function (:func:`harness.suite.resolve_run`), trains it
+(:func:`harness.train.fit`) and writes the record; rank 0 also writes progress events,
+which the parent replays on its progress bars, so the parent stays the only writer of
+``results.jsonl``. Why a process per run: every figure belongs to its run (peak memory,
+allocator state, threads, compiled graphs start fresh), and a run whose process dies (the
+kernel's OOM killer, a segfault or abort in native code, ``os._exit``) fails alone: it is
+recorded ``failed`` with the cause (the signal by name, the exit code, the OOM killer) and
+the suite goes on. Its output is kept in ``logs/<run_id>.log``.
+
+``harness run --isolation none`` trains single-process runs in the ``harness run``
+process instead, for debugging (a debugger, a profiler); its figures then share the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from harness.errors import HarnessError
+from harness.measure import oom_kills
+
+if TYPE_CHECKING:
+    from harness.config import Launcher
+    from harness.suite import ResolvedRun
+
+SPEC, RECORD, EVENTS, RANK0 = "spec.json", "record.json", "events.jsonl", "rank0"
+ERROR_GLOB = "error-rank*.json"
+#: how often the parent looks at the run's process (progress events, exit, timeout)
+POLL_SECONDS = 0.2
+#: how long the run's process (or torchrun) gets to stop after SIGTERM before it is killed
+STOP_GRACE_SECONDS = 60.0
+
+
+# ------------------------------------------------------------------------------- launching
+
+
+def torchrun_args(launcher: Launcher, run_id: str) -> list[str]:
+    """torchrun's options for one run (one rendezvous per run, so each gets a fresh group)."""
+    args = ["--nproc-per-node", str(launcher.nproc), "--max-restarts", "0"]
+    if launcher.nnodes == 1 and not launcher.rdzv_endpoint:
+        return ["--standalone", *args]  # a local rendezvous on a free port
+    rdzv_id = f"{launcher.rdzv_id}-{run_id}" if launcher.rdzv_id else f"harness-{run_id}"
+    return [
+        "--nnodes", str(launcher.nnodes), *args,
+        "--rdzv-backend", launcher.rdzv_backend, "--rdzv-endpoint", launcher.rdzv_endpoint or "localhost:29400",
+        "--rdzv-id", rdzv_id,
+    ]
+
+
+def local_plugins(run: ResolvedRun) -> list[str]:
+    """The local plugin modules (suite ``plugins:`` / ``--plugin``) the run's plugins come
+    from, as the workers must load them: a module name, or the path of a ``.py`` file."""
+    out: list[str] = []
+    for entry in (run.dataset, run.strategy, run.head):
+        if not entry.source.startswith("local module "):
+            continue
+        where = entry.plugin.removeprefix("local:")
+        # a module named in the suite is imported by name again; a file by its path
+        name = next(
+            (n for n, m in list(sys.modules.items())
+             if getattr(m, "__file__", None) == where and not n.startswith("harness_local_")),
+            None,
+        )
+        spec = name or str(Path(where).resolve())
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
+def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | None:
+    """Train ``run`` in a fresh process (through torchrun when it is data-parallel) and
+    return its record: the worker's, or a ``failed`` one naming how the process ended.
+    None on a node of a multi-node run that does not hold rank 0 (that node records it)."""
+    from harness.record import RunRecord, now
+
+    started = now()
+    launcher = run.config.launcher
+    single = run.config.world_size == 1
+    workdir = Path(tempfile.mkdtemp(prefix=f".launch-{run.run_id}-", dir=out_dir))
+    try:
+        # the resolved config and the folder it was resolved against: the worker resolves it
+        # again the same way (harness.suite.resolve_run) and gets the same run
+        # and this process's import path: a plugin found here (an entry point on a path a test
+        # or a conftest added) is found there
+        spec = {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
+                "plugins": local_plugins(run), "sys_path": sys.path}
+        (workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")
+        worker = ["-m", "harness.worker", str(workdir)]
+        cmd = [sys.executable, *worker] if single else \
+            [sys.executable, "-m", "torch.distributed.run", *torchrun_args(launcher, run.run_id), *worker]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if not single:  # torchrun would set 1 thread per worker; give each its share of the cores
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launcher.nproc)))
+        log = workdir / "run.log"
+        oom_before = oom_kills()
+        with open(log, "wb") as log_file:
+            code, timed_out = _supervise(cmd, env, log_file, workdir / EVENTS, progress, launcher.timeout)
+
+        if (workdir / RECORD).is_file() and code == 0:
+            return json.loads((workdir / RECORD).read_text(encoding="utf-8"))
+        if launcher.nnodes > 1 and not (workdir / RANK0).exists():
+            return None
+        if timed_out:
+            who = "the run's process was" if single else "workers were"
+            reason = f"{who} still running after {launcher.timeout:g} s (launcher.timeout); stopped"
+        else:
+            log_text = log.read_text(encoding="utf-8", errors="replace")
+            usage, reason = failure_reason(workdir, log_text, code, single=single, oom_killed=_rose(oom_before))
+            if usage:
+                raise HarnessError(reason)
+        kept = out_dir / "logs" / f"{run.run_id}.log"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(log, kept)
+        return RunRecord.failed(run, reason, started, log=str(kept)).to_dict()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rose(before: int | None) -> bool:
+    after = oom_kills()
+    return before is not None and after is not None and after > before
+
+
+def _supervise(
+    cmd: Sequence[str], env: dict[str, str], log_file: Any, events: Path, progress: Any, timeout: float | None
+) -> tuple[int, bool]:
+    """Start the run's process (or torchrun), forward rank 0's progress events, stop it on
+    timeout or interrupt. Returns (exit code, timed out)."""
+    # its own session: Ctrl-C reaches the parent, which stops the process (torchrun its workers)
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout if timeout else None
+    offset = 0
+    try:
+        while True:
+            code = proc.poll()
+            offset = _forward_events(events, offset, progress)
+            if code is not None:
+                return code, False
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(proc)
+                return proc.returncode, True
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        _stop(proc)
+        raise
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (torchrun passes it to its workers), SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the workers die with it (PR_SET_PDEATHSIG, see harness.worker)
+        proc.wait()
+
+
+def _forward_events(path: Path, offset: int, progress: Any) -> int:
+    """Replay rank 0's progress events written since ``offset``; the new offset."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next look
+    for line in data[:end].splitlines():
+        event = json.loads(line)
+        getattr(progress, event["call"])(*event["args"])
+    return offset + end
+
+
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def failure_reason(
+    workdir: Path, log_text: str, code: int, *, single: bool = False, oom_killed: bool = False
+) -> tuple[bool, str]:
+    """(is a user mistake, one line): why the run's process (``single``) or the first of its
+    torchrun workers that failed did not finish."""
+    errors = {}
+    for path in workdir.glob(ERROR_GLOB):
+        try:
+            e = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        errors[int(e["rank"])] = e
+    from harness.record import exit_reason
+
+    if single:
+        if 0 in errors:  # a Python error, classified by the worker as the runner would in-process
+            return errors[0]["usage"], errors[0]["message"]
+        cause = "out of memory: the kernel's OOM killer stopped it" if oom_killed else "no Python error"
+        return False, f"the run's process {exit_reason(code)} ({cause})"
+    root = _ROOT_CAUSE.search(log_text)
+    if root is not None:
+        rank, exitcode = int(root.group(1)), int(root.group(2))
+    elif errors:
+        rank, exitcode = min(errors, key=lambda r: errors[r]["time"]), code
+    else:
+        return False, f"worker failed: torchrun exited with code {code} (see its log)"
+    if rank in errors:
+        e = errors[rank]
+        return e["usage"], (e["message"] if e["usage"] else f"worker failed: rank {rank}: {e['message']}")
+    how = f"{exit_reason(exitcode)} without a Python error" + (" (the kernel's OOM killer)" if oom_killed else "")
+    return False, f"worker died: rank {rank} {how}; the other ranks were stopped"
+
+
+# ------------------------------------------------------------------- the worker's progress
+
+
+class EventProgress:
+    """The ``train.Progress`` protocol, written by rank 0 as JSON lines for the parent to
+    replay on its progress bars. Step counts are batched: a line at most every 0.2 s."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
+        self.pending = 0
+        self.last = 0.0
+
+    def _write(self, call: str, *args: Any) -> None:
+        self.file.write(json.dumps({"call": call, "args": list(args)}, default=str) + "\n")
+        self.file.flush()
+
+    def _flush_steps(self) -> None:
+        if self.pending:
+            self._write("advance", self.pending)
+            self.pending = 0
+        self.last = time.monotonic()
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self._write("start_epoch", epoch, epochs, steps)
+
+    def advance(self, steps: int = 1) -> None:
+        self.pending += steps
+        if time.monotonic() - self.last > POLL_SECONDS:
+            self._flush_steps()
+
+    def end_epoch(self, summary: dict[str, Any]) -> None:
+        self._flush_steps()
+        self._write("end_epoch", summary)
+
+    def close(self) -> None:
+        self._flush_steps()
+        self.file.close()
