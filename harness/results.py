@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from harness.data import read_lines
 from harness.errors import HarnessError
+from harness.record import version_problem
 
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".results.lock"
@@ -54,7 +55,11 @@ def prepare_out_dir(out: str | Path) -> Path:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a results file (a directory holding one, or the file itself)."""
+    """Every record of a results file (a directory holding one, or the file itself).
+
+    A record of a newer major ``schema_version`` than this harness's, or one whose version
+    is not ``major.minor``, is an error naming its file and line: its fields may mean
+    something else now."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"{path}: no such results directory or file")
@@ -70,6 +75,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
         if not isinstance(record, dict) or "run_id" not in record:
             raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
+        problem = version_problem(record.get("schema_version"))
+        if problem:
+            raise HarnessError(f"{path}:{line_no}: {problem}")
         records.append(record)
     return records
 

@@ -38,6 +38,11 @@ LATIN_1 = "gj04\t1\t\tA caf\xe9 sentence.\n".encode("latin-1")
 PREVIOUS_RECORD = json.dumps({"run_id": "earlier", "status": "ok", "config": {}, "epochs": [], "metrics": {}}) + "\n"
 
 
+def versioned_record(version: str) -> str:
+    """A results line written by a harness of record format ``version``."""
+    return json.dumps({"run_id": "later", "status": "ok", "schema_version": version, "config": {}, "epochs": []}) + "\n"
+
+
 @dataclass
 class Ctx:
     tmp: Path
@@ -418,6 +423,19 @@ CASES: list[Case] = [
     Case("out-results-not-utf8", "output", "the results file in --out holds bytes that are not UTF-8",
          "<tmp>/out/results.jsonl:2: not valid UTF-8 (invalid start byte)",
          lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("results-newer-major", "output", "`harness report` of a record from a newer major schema_version",
+         "<tmp>/out/results.jsonl:2: a record of schema_version 2.0 (this harness reads 1.x and older); "
+         "upgrade the harness to read it",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + versioned_record("2.0")) + ["report", c.out]),
+    Case("out-results-newer-major", "output", "the results file in --out holds a record of a newer major "
+         "schema_version (resume refuses it; the file is left as it is)",
+         "<tmp>/out/results.jsonl:2: a record of schema_version 3.1 (this harness reads 1.x and older); "
+         "upgrade the harness to read it",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + versioned_record("3.1")) + [
+                    "run", c.suite("name: bad\n"), *tiny()]),
+    Case("results-bad-schema-version", "output", "`harness compare` of a record whose schema_version is not major.minor",
+         "<tmp>/new/results.jsonl:1: schema_version 'v2' is not a version (expected major.minor, e.g. '<version>')",
+         lambda c: c.put("new/results.jsonl", versioned_record("v2")) + ["compare", c.out, c.tmp / "new"]),
 ]
 
 
