@@ -94,9 +94,8 @@ def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | N
     workdir = Path(tempfile.mkdtemp(prefix=f".launch-{run.run_id}-", dir=out_dir))
     try:
         # the resolved config and the folder it was resolved against: the worker resolves it
-        # again the same way (harness.suite.resolve_run) and gets the same run
-        # and this process's import path: a plugin found here (an entry point on a path a test
-        # or a conftest added) is found there
+        # again the same way (harness.suite.resolve_run) and gets the same run; with this
+        # process's import path, a plugin found here (say on a path a conftest added) is found there
         spec = {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
                 "plugins": local_plugins(run), "sys_path": sys.path}
         (workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")

@@ -184,6 +184,22 @@ def _nvml_handle(device: torch.device) -> Any:
         return None
 
 
+def gpu_other_processes(device: torch.device, ours: set[int] | None = None) -> int | None:
+    """How many processes other than ``ours`` (default: this one) hold a context on the
+    run's GPU, from NVML (the ``nvml`` extra); None on a CPU or without NVML."""
+    handle = _nvml_handle(device)
+    if handle is None:
+        return None
+    import pynvml
+
+    try:
+        running = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except Exception:  # noqa: BLE001 - a driver that does not report processes
+        return None
+    ours = ours if ours is not None else {os.getpid()}
+    return len({p.pid for p in running} - ours)
+
+
 def oom_kills() -> int | None:
     """How many processes the kernel's OOM killer has killed in this process's memory cgroup
     (cgroup v2 ``memory.events``, v1 ``memory.oom_control``); None where it cannot be read.

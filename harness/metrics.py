@@ -1,12 +1,20 @@
-"""Classification metrics by name, from scikit-learn's well-kept implementations.
+"""Classification metrics by name, computed from confusion matrices.
 
 A dataset lists the names it reports (``metrics = ("mcc", "accuracy")``); the first is
-its main metric, the one tables sort and plots draw by.
+its main metric, the one tables sort and plots draw by. :data:`METRICS` names them:
 
-:func:`bootstrap_ci` gives each metric a seeded 95% percentile-bootstrap interval over the
-evaluation set (the record's ``metrics_ci95``), computed from confusion matrices so that a
-thousand resamples take milliseconds; :func:`from_confusion` is the same computation on the
-whole set, equal to :func:`compute` (a test holds them together).
+- ``accuracy``;
+- ``mcc``: Matthews correlation, multi-class as scikit-learn defines it; 0 for a constant
+  prediction, as GLUE reports it for CoLA;
+- ``f1``: F1 of the positive class (label 1), as GLUE reports it for MRPC; 0 when label 1
+  never occurs;
+- ``macro_f1``: the mean F1 over the classes that occur in labels or predictions.
+
+One implementation serves both :func:`compute` (the whole evaluation set) and
+:func:`bootstrap_ci` (a seeded 95% percentile-bootstrap interval, the record's
+``metrics_ci95``): from confusion matrices, a thousand resamples take milliseconds. The
+tests hold every value to scikit-learn's, the reference implementation; scikit-learn is
+not imported here, which keeps it off the start-up of every run's process.
 """
 
 from __future__ import annotations
@@ -14,23 +22,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-
-MetricFn = Callable[[np.ndarray, np.ndarray], float]
-
-METRICS: dict[str, MetricFn] = {
-    "accuracy": lambda y, p: float(accuracy_score(y, p)),
-    # Matthews correlation: CoLA's metric; 0 for a constant prediction, as GLUE reports it
-    "mcc": lambda y, p: float(matthews_corrcoef(y, p)),
-    # F1 of the positive class (label 1), as GLUE reports it for MRPC
-    "f1": lambda y, p: float(f1_score(y, p, pos_label=1, average="binary", zero_division=0)),
-    "macro_f1": lambda y, p: float(f1_score(y, p, average="macro", zero_division=0)),
-}
-
-
-def compute(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    return {name: METRICS[name](labels, predictions) for name in names}
 
 
 # ------------------------------------------------------------- bootstrap intervals
@@ -102,18 +93,17 @@ def _macro_f1(cm: np.ndarray, positive: int | None) -> np.ndarray:
     return _safe_div((f1 * present).sum(axis=-1), present.sum(axis=-1))
 
 
-#: the metrics computed from confusion matrices, each ``(matrices, positive index) -> values``
-FROM_CONFUSION: dict[str, Callable[[np.ndarray, int | None], np.ndarray]] = {
+#: every metric a dataset may name: ``(confusion matrices, positive class index) -> values``
+METRICS: dict[str, Callable[[np.ndarray, int | None], np.ndarray]] = {
     "accuracy": _accuracy, "mcc": _mcc, "f1": _f1, "macro_f1": _macro_f1,
 }
 
 
-def from_confusion(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """The metrics :func:`bootstrap_ci` resamples, on the whole evaluation set: the same
-    values :func:`compute` gives (scikit-learn's), computed from the confusion matrix."""
+def compute(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """The metrics ``names`` of the predictions, on the whole evaluation set."""
     cells, k, positive = _encode(labels, predictions)
     cm = _confusion(cells, k)
-    return {name: float(FROM_CONFUSION[name](cm, positive)[0]) for name in names if name in FROM_CONFUSION}
+    return {name: float(METRICS[name](cm, positive)[0]) for name in names}
 
 
 def bootstrap_ci(
@@ -128,7 +118,7 @@ def bootstrap_ci(
     quantile of those values (numpy's linear percentile). It says how much the score
     would move on another evaluation set of the same size, not across training seeds.
     Names without a confusion-matrix form (none of the built-in ones) are left out."""
-    known = [name for name in names if name in FROM_CONFUSION]
+    known = [name for name in names if name in METRICS]
     cells, k, positive = _encode(labels, predictions)
     if not len(cells) or not known:
         return {}
@@ -139,7 +129,7 @@ def bootstrap_ci(
         picks = rng.integers(0, len(cells), size=(min(chunk, resamples - start), len(cells)))
         cm = _confusion(cells[picks], k)
         for name in known:
-            values[name].append(FROM_CONFUSION[name](cm, positive))
+            values[name].append(METRICS[name](cm, positive))
     tail = (1 - confidence) / 2 * 100
     out = {}
     for name in known:

@@ -128,6 +128,11 @@ class EpochRecord(BaseModel):
         "time (`/proc/stat`) less the run's own processes' (every rank's); null where `/proc/stat` cannot be "
         "read",
     )
+    gpu_other_processes: int | None = Field(
+        None,
+        description="GPU with `nvidia-ml-py`: how many processes other than the run's ranks held a context on "
+        "its GPU at the end of the epoch (NVML); absent otherwise",
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict,
         description="the dataset's metrics on the `eval_split` after the epoch (CoLA: `mcc`, `accuracy`)",
@@ -266,13 +271,14 @@ class RunRecord(BaseModel):
     load: dict[str, Any] | None = Field(
         None,
         description="the machine's load while the run trained: `loadavg_before` and `loadavg_after` (1, 5, 15 "
-        "minute load averages), `other_cpu_seconds` (the sum of `epochs[].other_cpu_seconds`) and "
-        "`other_cores` (that over the training seconds: how many cores other processes kept busy on average)",
+        "minute load averages), `other_cpu_seconds` (the sum of `epochs[].other_cpu_seconds`), "
+        "`other_cores` (that over the training seconds: how many cores other processes kept busy on average) "
+        "and on a GPU with NVML `gpu_other_processes` (the most seen beside the run at an epoch's end)",
     )
     busy: bool | None = Field(
         None,
         description="true when other processes kept at least a quarter of a core busy on average while the run "
-        "trained (`load.other_cores` >= 0.25): its times are not comparable with a quiet machine's; the tables "
+        "trained (`load.other_cores` >= 0.25), or shared its GPU (`load.gpu_other_processes` > 0): its times are not comparable with a quiet machine's; the tables "
         "flag it. Null where the load cannot be read, or the run trained for less than half a second (the kernel "
         "counts CPU time in 10 ms ticks: too coarse to judge)",
     )

@@ -5,13 +5,15 @@ epoch trains (:func:`train_epoch`: forward, backward, clip, step, schedule, zero
 and evaluates (:func:`evaluate_epoch`), and returns the run's record
 (:class:`harness.record.RunRecord`). No hook is called and nothing is synchronised with
 the host inside a step, so the clock measures the model, not the harness: the loss is
-summed on the device and read once per epoch, token counts are host integers, and the
-only other thing a step does is ``progress.advance()``, which counts (a display draws the
+summed on the device and read once per epoch, token and example counts are host
+integers, the step's time is a mark (a CUDA event recorded, or ``time.perf_counter`` on a
+CPU) read once per epoch, and ``progress.advance()`` only counts (a display draws the
 count from its own thread).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ from harness.measure import (
     LoadProbe,
     StepTimer,
     environment,
+    gpu_other_processes,
     load_average,
     peak_memory,
     reset_peak_memory,
@@ -132,7 +135,16 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> dict[str, Any]:
         **_memory(p, device_memory.stop()),
         # the machine's CPU time less every rank's own: what other processes took
         "other_cpu_seconds": None if machine_cpu is None else max(0.0, group.max(machine_cpu) - group.sum(own_cpu)),
+        **_gpu_neighbours(p),
     }
+
+
+def _gpu_neighbours(p: Prepared) -> dict[str, int]:
+    """On a GPU with NVML: the processes beside the run's own ranks on its device, at the end
+    of the epoch (another job's kernels share the device and its memory bandwidth)."""
+    ours = set(p.group.all(os.getpid()))
+    others = gpu_other_processes(p.device, ours)
+    return {} if others is None else {"gpu_other_processes": int(p.group.max(others))}
 
 
 def _memory(p: Prepared, device_peak: int | None) -> dict[str, Any]:
@@ -252,8 +264,12 @@ def load_figures(epochs: list[dict[str, Any]], before: list[float] | None, after
     if not other or any(o is None for o in other) or not seconds:
         return {"load": load, "busy": None}
     load |= {"other_cpu_seconds": sum(other), "other_cores": sum(other) / seconds}
+    gpu = [e["gpu_other_processes"] for e in epochs if "gpu_other_processes" in e]
+    if gpu:
+        load["gpu_other_processes"] = max(gpu)
     # the kernel counts CPU time in ticks (10 ms): too short a run cannot be judged
-    return {"load": load, "busy": load["other_cores"] >= BUSY_CORES if seconds >= MIN_JUDGED_SECONDS else None}
+    cpu_busy = load["other_cores"] >= BUSY_CORES if seconds >= MIN_JUDGED_SECONDS else None
+    return {"load": load, "busy": True if gpu and max(gpu) > 0 else cpu_busy}
 
 
 #: training seconds below which a run's load is not judged (``busy`` null): the machine's

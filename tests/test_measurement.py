@@ -280,3 +280,29 @@ def test_the_device_memory_sampler_keeps_nvmls_peak(monkeypatch):
     assert sampler.stop() == 700
     assert asked == [5]  # torch's cuda:1 is the machine's GPU 5
     assert DeviceMemorySampler(torch.device("cpu")).stop() is None  # a CPU: nothing to sample
+
+
+def test_a_gpu_shared_with_another_process_makes_the_run_busy(monkeypatch):
+    import types
+
+    import torch
+
+    from harness.measure import gpu_other_processes
+    from harness.train import load_figures
+
+    procs = [types.SimpleNamespace(pid=os.getpid()), types.SimpleNamespace(pid=4242)]
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: "gpu",
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: procs,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_other_processes(torch.device("cuda", 0)) == 1  # 4242, not this process
+    assert gpu_other_processes(torch.device("cuda", 0), ours={os.getpid(), 4242}) == 0
+    assert gpu_other_processes(torch.device("cpu")) is None
+
+    quiet = {"train_seconds": 10.0, "other_cpu_seconds": 0.1}
+    assert load_figures([quiet], None, None)["busy"] is False
+    shared = load_figures([quiet | {"gpu_other_processes": 1}], None, None)
+    assert shared["busy"] is True and shared["load"]["gpu_other_processes"] == 1
+    assert load_figures([{"train_seconds": 0.2, "other_cpu_seconds": 0.0}], None, None)["busy"] is None  # too short
