@@ -120,17 +120,22 @@ RESULTS_MD = REPO / "docs" / "results.md"
 KEYS_START, KEYS_END = "<!-- keys:start -->", "<!-- keys:end -->"
 
 
+def _generated_block(path: Path, start: str, end: str, expected: str, command: str) -> None:
+    """The text between two markers of a doc equals what the code generates now."""
+    text = path.read_text(encoding="utf-8")
+    assert start in text and end in text, f"{path} lacks the markers {start} / {end}"
+    current = text.split(start, 1)[1].split(end, 1)[0]
+    assert current.strip() == expected.strip(), (
+        f"the generated table in {path} is out of date with the code; regenerate it with\n"
+        f'  .venv/bin/python -c "{command}"\nand paste the output between {start} and {end}'
+    )
+
+
 def test_the_key_table_in_docs_is_generated_from_runconfig():
     from harness.config import key_table
 
-    text = SUITES_MD.read_text(encoding="utf-8")
-    assert KEYS_START in text and KEYS_END in text, f"{SUITES_MD} lacks the markers {KEYS_START} / {KEYS_END}"
-    current = text.split(KEYS_START, 1)[1].split(KEYS_END, 1)[0]
-    assert current.strip() == key_table().strip(), (
-        f"the key table in {SUITES_MD} is out of date with harness/config.py's RunConfig; regenerate it with\n"
-        '  .venv/bin/python -c "from harness.config import key_table; print(key_table())"\n'
-        f"and paste the output between {KEYS_START} and {KEYS_END}"
-    )
+    _generated_block(SUITES_MD, KEYS_START, KEYS_END, key_table(),
+                     "from harness.config import key_table; print(key_table())")
 
 
 def test_every_suite_key_has_a_type_a_default_and_a_meaning():
@@ -232,15 +237,8 @@ RECORD_START, RECORD_END = "<!-- record:start -->", "<!-- record:end -->"
 def test_the_record_table_in_docs_is_generated_from_runrecord():
     from harness.record import field_table
 
-    text = RESULTS_MD.read_text(encoding="utf-8")
-    assert RECORD_START in text and RECORD_END in text, f"{RESULTS_MD} lacks the markers {RECORD_START} / {RECORD_END}"
-    current = text.split(RECORD_START, 1)[1].split(RECORD_END, 1)[0]
-    assert current.strip() == field_table().strip(), (
-        f"the run record's table in {RESULTS_MD} is out of date with harness/record.py's RunRecord and "
-        "EpochRecord; regenerate it with\n"
-        '  .venv/bin/python -c "from harness.record import field_table; print(field_table())"\n'
-        f"and paste the output between {RECORD_START} and {RECORD_END}"
-    )
+    _generated_block(RESULTS_MD, RECORD_START, RECORD_END, field_table(),
+                     "from harness.record import field_table; print(field_table())")
 
 
 def test_every_record_field_has_a_type_and_a_meaning():

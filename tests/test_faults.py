@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, TINY
+from conftest import SHARED_DATA, TINY, wait_for
 from harness.results import read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,15 +218,6 @@ def _check_file(path: Path) -> list[dict]:
     return records
 
 
-def _wait_for(predicate, timeout: float, poll: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
-
-
 # ------------------------------------------------------------------------ SIGINT / SIGTERM
 
 
@@ -235,7 +226,7 @@ def test_signal_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(zygote,
     suite, out = _suite(tmp_path), tmp_path / "out"
     results = out / "results.jsonl"
     pid, log = zygote.start("run", suite, "--out", out, "--no-progress")
-    assert _wait_for(lambda: len(_check_file(results)) >= 1, timeout=120), log.read_text()
+    assert wait_for(lambda: len(_check_file(results)) >= 1, timeout=120), log.read_text()
     os.kill(pid, sig)
     status = zygote.wait(pid)
 
@@ -282,7 +273,7 @@ def _kill_ten_times_then_resume(zygote: Zygote, tmp_path: Path, rng: random.Rand
         if kill % 2 == 0 or all_done:
             time.sleep(rng.uniform(0.0, 2.5))
         else:  # just after the file changed: kills land around the atomic replace
-            _wait_for(lambda: results.exists() and results.stat().st_mtime_ns != before, timeout=30)
+            wait_for(lambda: results.exists() and results.stat().st_mtime_ns != before, timeout=30)
             time.sleep(rng.uniform(0.0, 0.05))
         os.kill(pid, signal.SIGKILL)
         status = zygote.wait(pid)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import wait_for
 from harness.results import ResultsStore, read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,15 +136,6 @@ def _writer(out: Path, prefix: str, n: int, size: int = 100) -> subprocess.Popen
     )
 
 
-def _wait_for(predicate, timeout: float = 60, poll: float = 0.002) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
-
-
 def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
     """30 SIGKILLs of a process rewriting a large results file as fast as it can. Each kill
     comes after a random number of whole writes, then either in the middle of the next write
@@ -166,7 +158,7 @@ def _kill_30_times(tmp_path: Path, rng: random.Random) -> None:
         for _ in range(rng.randint(0, 3)):
             assert proc.stdout.readline().strip().isdigit(), "the writer stopped before its writes"
         if rng.random() < 0.5:  # in the middle of a write: its temporary file is there
-            started = _wait_for(lambda: set(tmp_path.glob(".results-*.tmp")) - left_before or proc.poll() is not None)
+            started = wait_for(lambda: set(tmp_path.glob(".results-*.tmp")) - left_before or proc.poll() is not None, poll=0.002)
             assert started and proc.poll() is None, "the writer ended or hung before a write"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
