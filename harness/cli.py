@@ -135,6 +135,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import report, summary
+    from harness.progress import RichProgress
     from harness.results import ResultsStore, check_out_dir, prepare_out_dir
     from harness.runner import preflight, run_suite
 
@@ -151,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(--rerun runs them again)"
         )
     try:
-        with report.RichProgress(len(runs), enabled=not args.no_progress) as progress:
+        with RichProgress(len(runs), enabled=not args.no_progress) as progress:
             records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name,
                                 isolation=args.isolation)
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""Rendering at the edge: progress bars, tables. The only module that prints.
+"""Rendering at the edge: tables (rich, markdown, csv), notes and errors, the runs of a
+suite, the plugins, the analysis. With :mod:`harness.progress` the only modules that print.
 
 Everything here reads plain run records (the objects in ``results.jsonl``), so
 ``harness report`` re-renders exactly the table that ``harness run`` printed.
@@ -8,15 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.summary import column_label, flatten, rows, summarize, varied_keys
+from harness.summary import column_label, flatten, rows, varied_keys
 
 
 class _Consoles:
@@ -37,131 +36,7 @@ class _Consoles:
         return self._make(True)
 
 
-_consoles = _Consoles()
-
-# ------------------------------------------------------------------------- progress
-
-
-class _SyncedProgress(Progress):
-    """rich's Progress that takes the loop's step count each time it draws, so the training
-    step itself makes no call into rich (``RichProgress.advance`` only counts)."""
-
-    def __init__(self, *columns: Any, sync: Any, **kwargs: Any):
-        self._sync = sync  # before rich's __init__, which draws once
-        super().__init__(*columns, **kwargs)
-
-    def get_renderables(self) -> Iterable[Any]:
-        self._sync()
-        yield from super().get_renderables()
-
-
-class RichProgress:
-    """Three bars: runs of the suite, epochs of the run, steps of the epoch (with ETA).
-
-    Where the bars cannot be drawn (stderr is not a terminal: CI, ``nohup``, a redirect)
-    or are turned off (``--no-progress``), one line per finished run instead, as it
-    finishes: ``[3/9] cola fixed linear L=64 seed=42: ok in 1 min 5 s, epoch 12.34 s, mcc 0.215``.
-    """
-
-    def __init__(self, total_runs: int, enabled: bool = True):
-        self.steps_done = 0  # counted by the loop, drawn by rich's refresh thread
-        self._drawn = 0
-        self.total, self.finished, self.label, self.started = total_runs, 0, "", 0.0
-        self.lines = not (enabled and _consoles.err.is_terminal)
-        self.progress = _SyncedProgress(
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=_consoles.err,
-            disable=self.lines,
-            transient=False,
-            sync=self._sync,
-        )
-        self.runs = self.progress.add_task("runs", total=total_runs, info="")
-        self.epochs = self.progress.add_task("epochs", total=1, info="", visible=False)
-        self.steps = self.progress.add_task("steps", total=1, info="", visible=False)
-
-    def __enter__(self) -> "RichProgress":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def start_run(self, label: str) -> None:
-        self.label, self.started = label, time.monotonic()
-        self.progress.update(self.runs, info=label)
-        self.progress.reset(self.epochs, total=1, visible=False, info="")
-
-    def end_run(self, record: dict[str, Any] | None) -> None:
-        self.finished += 1
-        self.progress.advance(self.runs)
-        self.progress.update(self.steps, visible=False)
-        self.progress.update(self.epochs, visible=False)
-        if self.lines:
-            text = run_line(record, time.monotonic() - self.started)
-            _consoles.err.print(f"[{self.finished}/{self.total}] {self.label}: {text}", highlight=False, soft_wrap=True)
-
-    def skip_run(self) -> None:
-        self.finished += 1
-        self.progress.advance(self.runs)
-
-    # the train.Progress protocol
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if epoch == 1:
-            self.progress.reset(self.epochs, total=epochs, visible=True, info="")
-        self.steps_done = self._drawn = 0
-        self.progress.reset(self.steps, total=steps, visible=True, info=f"epoch {epoch}")
-
-    def advance(self, steps: int = 1) -> None:
-        self.steps_done += steps
-
-    def _sync(self) -> None:
-        done = self.steps_done
-        if done != self._drawn:
-            self.progress.update(self.steps, completed=done)
-            self._drawn = done
-
-    def end_epoch(self, summary: dict[str, Any]) -> None:
-        self._sync()
-        metrics = " ".join(f"{k} {v:.3f}" for k, v in summary.get("metrics", {}).items())
-        self.progress.update(
-            self.epochs, advance=1, info=f"{summary['train_seconds']:.1f}s  loss {summary['train_loss']:.3f}  {metrics}"
-        )
-
-
-def run_line(record: dict[str, Any] | None, seconds: float) -> str:
-    """What one finished run came to, in a line: status, wall time, epoch time, main metric."""
-    took = duration(seconds)
-    if record is None:
-        return f"done in {took} (recorded by the node holding rank 0)"
-    if record.get("status") != "ok":
-        return f"{record.get('status')} in {took}: {record.get('error')}"
-    parts = [f"ok in {took}"]
-    epoch = summarize(record)["epoch_seconds"]
-    if epoch is not None:
-        parts.append(f"epoch {epoch:.2f} s")
-    main = record.get("main_metric")
-    if main and main in (record.get("metrics") or {}):
-        parts.append(f"{main} {record['metrics'][main]:.3f}")
-    if record.get("busy"):
-        parts.append("measured on a busy machine")
-    return ", ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``1 min 5 s``, ``1 h 2 min``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
-
+consoles = _Consoles()
 
 # ----------------------------------------------------------------------------- tables
 
@@ -277,9 +152,9 @@ def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -
 
 def print_table(records: Sequence[dict[str, Any]], title: str | None = None) -> None:
     if not records:
-        _consoles.out.print("no runs recorded")
+        consoles.out.print("no runs recorded")
         return
-    _consoles.out.print(results_table(records, title))
+    consoles.out.print(results_table(records, title))
 
 
 # ------------------------------------------------------------------- markdown, csv
@@ -353,17 +228,17 @@ def print_cells(
         table.add_column(name, justify="right" if i >= right_from else "left", overflow="fold")
     for line, style in zip(cells, styles):
         table.add_row(*line, style=style)
-    _consoles.out.print(table)
+    consoles.out.print(table)
 
 
 def print_error(message: str) -> None:
     # one line whatever the message holds; escaped: a user's `[bold]` is text, not markup
     message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-    _consoles.err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    consoles.err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_note(message: str) -> None:
-    _consoles.err.print(escape(message), highlight=False, soft_wrap=True)
+    consoles.err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ validate, plugins
@@ -377,15 +252,15 @@ def print_runs(suite_name: str, configs: Sequence[dict[str, Any]]) -> None:
     keys = varied_keys([{"config": c} for c in configs])
     flat = [flatten(c) for c in configs]
     shared = {k: v for k, v in flat[0].items() if k not in keys and k != "run_id"} if flat else {}
-    _consoles.out.print(f"[bold]{suite_name}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
-    _consoles.out.print("  ".join(f"{k}={v}" for k, v in shared.items()), highlight=False, soft_wrap=True)
+    consoles.out.print(f"[bold]{suite_name}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
+    consoles.out.print("  ".join(f"{k}={v}" for k, v in shared.items()), highlight=False, soft_wrap=True)
     table = Table(header_style="bold")
     table.add_column("#", justify="right")
     for k in keys:
         table.add_column(column_label(k))
     for i, f in enumerate(flat):
         table.add_row(str(i), *(str(f.get(k)) for k in keys))
-    _consoles.out.print(table)
+    consoles.out.print(table)
 
 
 def print_plugins(registry: Any) -> None:
@@ -407,7 +282,7 @@ def print_plugins(registry: Any) -> None:
             if family == "dataset":
                 extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
             table.add_row(name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)
-        _consoles.out.print(table)
+        consoles.out.print(table)
 
 
 # --------------------------------------------------------------------------- analyze
@@ -420,7 +295,7 @@ def _count(n: float) -> str:
 def print_analysis(analysis: Any, bar_width: int = 40) -> None:
     """``harness analyze``: percentiles, a histogram, coverage, cost per MAX_LEN and strategy."""
     a = analysis
-    out = _consoles.out
+    out = consoles.out
     sub = f" (a stratified subset of {a.examples:,} of {a.of:,})" if a.examples < a.of else ""
     out.print(
         f"[bold]{a.dataset}[/bold] {a.split}: {a.examples:,} examples{sub}, tokens per example under "

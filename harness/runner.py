@@ -113,7 +113,7 @@ def label(run: ResolvedRun) -> str:
 
 
 class SuiteProgress(Progress, Protocol):
-    """What :func:`run_suite` tells a display (``harness.report.RichProgress`` is one)."""
+    """What :func:`run_suite` tells a display (``harness.progress.RichProgress`` is one)."""
 
     def start_run(self, label: str) -> None: ...
     def end_run(self, record: dict[str, Any] | None) -> None: ...

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "harness"
 #: the modules that may print: the command line and the rendering at the edge
-EDGE = {"harness.cli", "harness.report"}
+EDGE = {"harness.cli", "harness.report", "harness.progress"}
 #: what a plugin must not import: the loop, its set-up, the runner, the launchers
 NOT_FOR_PLUGINS = ("harness.train", "harness.prepare", "harness.runner", "harness.distributed", "harness.worker")
 MAX_FUNCTION_LINES = 60
