@@ -124,6 +124,8 @@ def run_line(record: dict[str, Any] | None, seconds: float) -> str:
     main = record.get("main_metric")
     if main and main in (record.get("metrics") or {}):
         parts.append(f"{main} {record['metrics'][main]:.3f}")
+    if record.get("one_class"):
+        parts.append("it predicts one class for every example")
     if record.get("busy"):
         parts.append("measured on a busy machine")
     return ", ".join(parts)

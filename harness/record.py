@@ -133,6 +133,11 @@ class EpochRecord(BaseModel):
         description="GPU with `nvidia-ml-py`: how many processes other than the run's ranks held a context on "
         "its GPU at the end of the epoch (NVML); absent otherwise",
     )
+    predicted_classes: int | None = Field(
+        None,
+        description="how many distinct classes the model predicted for the `eval_split` after the epoch; 1: "
+        "one class for every example (MCC 0, accuracy the share of that class)",
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict,
         description="the dataset's metrics on the `eval_split` after the epoch (CoLA: `mcc`, `accuracy`)",
@@ -261,6 +266,12 @@ class RunRecord(BaseModel):
         description="for each of the last epoch's metrics, a 95% percentile-bootstrap interval `[low, high]` "
         "over the evaluation set (1,000 resamples of its examples, seeded with the run's seed): how much the "
         "score could move with another draw of the same size. `ok` runs only",
+    )
+    one_class: bool | None = Field(
+        None,
+        description="true when the last epoch predicted one class for every evaluated example: the model has "
+        "not learned past the majority class yet (MCC 0.000), however its accuracy reads; the tables mark it. "
+        "Train longer or at a larger learning rate. Null for a `diverged` run",
     )
     target: dict[str, Any] | None = Field(
         None,

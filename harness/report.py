@@ -68,11 +68,16 @@ def _estimate_cell(row: dict[str, Any], name: str, digits: int = 3) -> str:
 
 
 def _status_cell(row: dict[str, Any]) -> str:
-    """``ok``, ``ok (busy)`` (measured while other processes took the CPU), ``ok (1 of 3 busy)``;
-    a reason after the status (``failed: out of memory: ...``), the flag last."""
-    busy = row.get("busy") or 0
-    flag = "" if not busy else " (busy)" if busy == row["runs"] else f" ({busy} of {row['runs']} busy)"
-    return row["status"] + (f": {row['error']}" if row["error"] else "") + flag
+    """``ok``, ``ok (busy)`` (measured while other processes took the CPU), ``ok (1 of 3 busy)``,
+    ``ok (one class)`` (every evaluated example predicted as one class); a reason after the
+    status (``failed: out of memory: ...``), the flags last."""
+    flags = [_count_flag(row.get("busy") or 0, row["runs"], "busy"),
+             _count_flag(row.get("one_class") or 0, row["runs"], "one class")]
+    return row["status"] + (f": {row['error']}" if row["error"] else "") + "".join(f for f in flags if f)
+
+
+def _count_flag(n: int, runs: int, what: str) -> str:
+    return "" if not n else f" ({what})" if n == runs else f" ({n} of {runs} {what})"
 
 
 def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -> str | None:
@@ -86,6 +91,8 @@ def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -
         parts.append("a [lo, hi]: one run's metric with its 95% bootstrap interval over the evaluation set")
     if any(r.get("busy") for r in table_rows):
         parts.append("busy: measured while other processes took the CPU; its times are not comparable")
+    if any(r.get("one_class") for r in table_rows):
+        parts.append("one class: the model predicted one class for every evaluated example (not learned yet)")
     return "; ".join(parts) or None
 
 
@@ -185,17 +192,19 @@ def csv_table(records: Sequence[dict[str, Any]]) -> str:
     over the row's runs), ``_n``, and ``_ci_low``/``_ci_high``: the 95% Student's t interval
     of the mean when n >= 2; for a single run's metric its 95% bootstrap interval over the
     evaluation set; ``_ci`` says which (``t``, ``bootstrap``, empty). ``busy``: how many
-    of the row's runs were measured while other processes took the CPU."""
+    of the row's runs were measured while other processes took the CPU; ``one_class``: how
+    many predicted one class for every evaluated example."""
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
     fields = ["epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"]
     paired = [*fields, *metric_names]
     suffixes = ("", "_spread", "_n", "_ci_low", "_ci_high", "_ci")
-    header = [column_label(k) for k in keys] + ["runs", "status", "error", "busy", "peak_memory_bytes"]
+    header = [column_label(k) for k in keys] + ["runs", "status", "error", "busy", "one_class", "peak_memory_bytes"]
     header += [name + suffix for name in paired for suffix in suffixes]
     lines = []
     for r in table_rows:
-        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["busy"], r["peak_memory_bytes"]]
+        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["busy"], r["one_class"],
+                                       r["peak_memory_bytes"]]
         line += [r[name + suffix] for name in paired for suffix in suffixes]
         lines.append(["" if v is None else v for v in line])
     return csv_text(header, lines)

@@ -210,6 +210,7 @@ def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, A
         row["status"] = "/".join(sorted({m.get("status", "?") for m in members}))
         row["error"] = "; ".join(sorted({m["error"] for m in members if m.get("error")}))
         row["busy"] = sum(1 for m in members if m.get("busy"))
+        row["one_class"] = sum(1 for m in members if m.get("one_class"))
         for field in ROW_FIELDS:
             _put(row, field, estimate(s[field] for s in sums))
         row["peak_memory_bytes"] = max((s["peak_memory_bytes"] or 0 for s in sums), default=None) or None

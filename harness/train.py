@@ -195,6 +195,7 @@ def evaluate_epoch(p: Prepared, epoch: dict[str, Any]) -> tuple[np.ndarray, np.n
     labels, predictions = predict(p)
     epoch["eval_seconds"] = p.group.max(clock.stop())
     epoch["metrics"] = metric_lib.compute(p.dataset.metrics, labels, predictions)
+    epoch["predicted_classes"] = int(len(np.unique(predictions)))
     return labels, predictions
 
 
@@ -238,6 +239,7 @@ def finish(
         model_info=p.model_info, data=p.data_info(), main_metric=p.dataset.metrics[0],
         warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if cfg.compile else None,
         isolation=isolation, metrics_ci95={k: list(v) for k, v in ci.items()} if ci else None,
+        one_class=None if reason else epochs[-1]["predicted_classes"] == 1,
         **throughput(epochs), **load_figures(epochs, load_before, load_average()),
         **({"target": time_to_target(epochs, cfg.target)} if cfg.target else {}),
     ).to_dict()

@@ -306,3 +306,39 @@ def test_a_gpu_shared_with_another_process_makes_the_run_busy(monkeypatch):
     shared = load_figures([quiet | {"gpu_other_processes": 1}], None, None)
     assert shared["busy"] is True and shared["load"]["gpu_other_processes"] == 1
     assert load_figures([{"train_seconds": 0.2, "other_cpu_seconds": 0.0}], None, None)["busy"] is None  # too short
+
+
+ONE_CLASS_HEAD = """
+import torch
+
+from harness import hookimpl
+from harness.builtin.linear import Linear
+
+
+class Stuck(Linear):
+    name = "stuck"
+
+    def forward(self, hidden_states, pooled, attention_mask):
+        # a head so sure of class 0 that no epoch moves it: what an undertrained model does
+        return super().forward(hidden_states, pooled, attention_mask) + torch.tensor([50.0, -50.0])
+
+
+@hookimpl
+def harness_register_heads(register):
+    register(Stuck)
+"""
+
+
+def test_a_run_that_predicts_one_class_is_marked(cli, write_suite, tmp_path):
+    (tmp_path / "stuck.py").write_text(ONE_CLASS_HEAD)
+    suite = write_suite("name: stuck\nplugins: [stuck.py]\ndefaults: {dataset: cola}\nmatrix: {head: [stuck, linear]}\n")
+    out = tmp_path / "out"
+    code, stdout, err = cli("run", suite, "--out", out, "--no-progress", *tiny_sets(lr=1.0e-6))
+    assert code == 0, err
+    stuck, linear = _records(out)
+    assert stuck["epochs"][-1]["predicted_classes"] == 1 and stuck["one_class"] is True
+    assert stuck["metrics"]["mcc"] == 0.0
+    assert linear["one_class"] == (linear["epochs"][-1]["predicted_classes"] == 1)
+    row = next(line for line in stdout.splitlines() if "│ stuck" in line)
+    assert "ok (one class)" in row
+    assert "it predicts one class for every example" in err
