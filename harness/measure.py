@@ -125,11 +125,6 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_memory_bytes": int(rss if sys.platform == "darwin" else rss * 1024), "peak_memory_kind": "rss_since_start"}
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """:func:`peak_memory`'s main figure alone."""
-    return int(peak_memory(device)["peak_memory_bytes"])
-
-
 class DeviceMemorySampler:
     """The device-level peak of a GPU's used memory (every process's, the CUDA context
     included) from NVML, sampled every ``interval`` seconds by a thread while it runs.

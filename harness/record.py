@@ -36,7 +36,8 @@ SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
 
 
-def _now() -> str:
+def now() -> str:
+    """The current UTC time as records write it (``started_at``, ``finished_at``)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -309,7 +310,7 @@ class RunRecord(BaseModel):
         """A run that trained: ``ok``, or ``diverged`` with the reason (its metrics empty)."""
         return cls(
             run_id=run.run_id, status="diverged" if diverged else "ok", error=diverged, started_at=started_at,
-            finished_at=_now(), config=run.record_config(), env=env, world_size=run.config.world_size,
+            finished_at=now(), config=run.record_config(), env=env, world_size=run.config.world_size,
             epochs=epochs, metrics=epochs[-1]["metrics"] if epochs and not diverged else {}, **fields,
         )
 
@@ -321,7 +322,7 @@ class RunRecord(BaseModel):
         from harness.measure import environment
 
         return cls(
-            run_id=run.run_id, status="failed", error=reason, started_at=started_at, finished_at=_now(),
+            run_id=run.run_id, status="failed", error=reason, started_at=started_at, finished_at=now(),
             config=run.record_config(), env=environment(torch.device(run.config.device)),
             world_size=run.config.world_size, log=log,
         )
@@ -390,11 +391,6 @@ def version_problem(version: object) -> str | None:
             "upgrade the harness to read it"
         )
     return None
-
-
-def now() -> str:
-    """The current UTC time as records write it (``started_at``, ``finished_at``)."""
-    return _now()
 
 
 # ------------------------------------------------------------------ failure classification

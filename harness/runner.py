@@ -131,18 +131,14 @@ class NullSuiteProgress(NullProgress):
         pass
 
 
-#: where runs train: ``process`` (a fresh process each, the default) or ``none`` (in this one)
-ISOLATION = ("process", "none")
-
-
 def run_suite(
     runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, progress: SuiteProgress | None = None,
     suite_name: str | None = None, isolation: str = "process",
 ) -> list[dict[str, Any]]:
     """Run (or skip, when already finished) every run; return their records in suite order.
     ``suite_name`` is recorded with each run (``harness report`` titles its table with it);
-    ``progress`` hears of every run, epoch and step; ``isolation`` (:data:`ISOLATION`):
-    each run in a fresh process (:func:`harness.launch.launch`), or in this one."""
+    ``progress`` hears of every run, epoch and step; ``isolation``: ``process``,
+    each run in a fresh process (:func:`harness.launch.launch`), or ``none``, in this one."""
     store = ResultsStore(out_dir)
     progress = progress or NullSuiteProgress()
     with sigterm_as_interrupt():

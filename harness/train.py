@@ -14,7 +14,6 @@ count from its own thread).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -142,6 +141,8 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> dict[str, Any]:
 def _gpu_neighbours(p: Prepared) -> dict[str, int]:
     """On a GPU with NVML: the processes beside the run's own ranks on its device, at the end
     of the epoch (another job's kernels share the device and its memory bandwidth)."""
+    if p.device.type != "cuda":  # nothing to ask NVML, and no collective for the ranks' pids
+        return {}
     ours = set(p.group.all(os.getpid()))
     others = gpu_other_processes(p.device, ours)
     return {} if others is None else {"gpu_other_processes": int(p.group.max(others))}
