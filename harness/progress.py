@@ -80,7 +80,9 @@ class RichProgress:
         self.progress.update(self.epochs, visible=False)
         if self.lines:
             text = run_line(record, time.monotonic() - self.started)
-            consoles.err.print(f"[{self.finished}/{self.total}] {self.label}: {text}", highlight=False, soft_wrap=True)
+            # plain text: an error message may hold brackets ("[/path/pair.cc:553]") that are no markup
+            line = f"[{self.finished}/{self.total}] {self.label}: {text}"
+            consoles.err.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def skip_run(self) -> None:
         self.finished += 1

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.summary import column_label, flatten, rows, varied_keys
 
@@ -96,6 +97,12 @@ def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -
     return "; ".join(parts) or None
 
 
+def _text(value: Any) -> Text:
+    """A cell as plain text: an error, a path or an option value may hold brackets
+    (``[/path/pair.cc:553]``) that rich would read as markup."""
+    return Text(str(value))
+
+
 def _bytes(n: int | None) -> str:
     if not n:
         return "—"
@@ -153,7 +160,7 @@ def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -
     for i, name in enumerate(header):
         table.add_column(name, justify="right" if i >= numeric_from else "left", overflow="fold")
     for line, status in zip(cells, statuses):
-        table.add_row(*line, style=None if status == "ok" else "red")
+        table.add_row(*map(_text, line), style=None if status == "ok" else "red")
     return table
 
 
@@ -236,7 +243,7 @@ def print_cells(
     for i, name in enumerate(header):
         table.add_column(name, justify="right" if i >= right_from else "left", overflow="fold")
     for line, style in zip(cells, styles):
-        table.add_row(*line, style=style)
+        table.add_row(*map(_text, line), style=style)
     consoles.out.print(table)
 
 
@@ -268,7 +275,7 @@ def print_runs(suite_name: str, configs: Sequence[dict[str, Any]]) -> None:
     for k in keys:
         table.add_column(column_label(k))
     for i, f in enumerate(flat):
-        table.add_row(str(i), *(str(f.get(k)) for k in keys))
+        table.add_row(str(i), *(_text(f.get(k)) for k in keys))
     consoles.out.print(table)
 
 
@@ -290,7 +297,7 @@ def print_plugins(registry: Any) -> None:
             extra = ""
             if family == "dataset":
                 extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
-            table.add_row(name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)
+            table.add_row(*map(_text, (name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)))
         consoles.out.print(table)
 
 
@@ -330,7 +337,7 @@ def print_analysis(analysis: Any, bar_width: int = 40) -> None:
 
     out.print(_cost_table(a) if a.strategies else "no tokenizer strategy to cost", highlight=False)
     for line in _analysis_notes(a):
-        out.print(line, highlight=False, soft_wrap=True)
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _cost_table(a: Any) -> Table:

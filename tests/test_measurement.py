@@ -342,3 +342,31 @@ def test_a_run_that_predicts_one_class_is_marked(cli, write_suite, tmp_path):
     row = next(line for line in stdout.splitlines() if "│ stuck" in line)
     assert "ok (one class)" in row
     assert "it predicts one class for every example" in err
+
+
+BRACKETED_HEAD = """
+from harness import hookimpl
+from harness.builtin.linear import Linear
+
+
+class Bracketed(Linear):
+    name = "bracketed"
+
+    def forward(self, hidden_states, pooled, attention_mask):
+        raise RuntimeError("[/__w/pytorch/third_party/gloo/pair.cc:553] Connection closed by peer")
+
+
+@hookimpl
+def harness_register_heads(register):
+    register(Bracketed)
+"""
+
+
+def test_a_failed_runs_line_shows_its_error_as_written(cli, write_suite, tmp_path):
+    """An error holding brackets (gloo's file:line) is text in the run's line, not rich markup."""
+    (tmp_path / "bracketed.py").write_text(BRACKETED_HEAD)
+    suite = write_suite("name: b\nplugins: [bracketed.py]\ndefaults: {dataset: cola, head: bracketed}\n")
+    code, _, err = cli("run", suite, "--out", tmp_path / "out", "--no-progress", "--isolation", "none", *tiny_sets())
+    assert code == 1, err
+    assert "[1/1] cola fixed bracketed L=32 seed=42: failed in " in err
+    assert "RuntimeError: [/__w/pytorch/third_party/gloo/pair.cc:553] Connection closed by peer" in err
