@@ -187,6 +187,10 @@ def _forward_events(path: Path, offset: int, progress: Any) -> int:
 
 
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+#: every failed rank torchrun lists (the root cause and the "Other Failures")
+_FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank[^)]*\)\s*exitcode\s*:\s*(-?\d+)")
+#: what a rank raises when another rank died under it: a consequence, not the cause
+_PEER_LOST = ("remote worker crashing", "Connection closed by peer", "Connection reset by peer")
 
 
 def failure_reason(
@@ -215,6 +219,12 @@ def failure_reason(
         rank, exitcode = min(errors, key=lambda r: errors[r]["time"]), code
     else:
         return False, f"worker failed: torchrun exited with code {code} (see its log)"
+    if rank in errors and any(lost in errors[rank]["message"] for lost in _PEER_LOST):
+        # torchrun saw two ranks end in one look and named the one that lost its peer: the
+        # rank that died without a Python error is the cause
+        died = [(int(r), int(c)) for r, c in _FAILURE.findall(log_text) if int(r) not in errors]
+        if died:
+            rank, exitcode = died[0]
     if rank in errors:
         e = errors[rank]
         return e["usage"], (e["message"] if e["usage"] else f"worker failed: rank {rank}: {e['message']}")

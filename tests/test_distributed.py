@@ -289,6 +289,25 @@ def test_failure_reason_names_the_first_rank_that_failed(tmp_path):
     assert failure_reason(tmp_path, "", 1) == (False, "worker failed: rank 1: out of memory: CUDA out of memory")
 
 
+OTHER_FAILURE = """Other Failures:
+[1]:
+  time      : 2026-01-01_00:00:00
+  host      : node0
+  rank      : {rank} (local_rank: {rank})
+  exitcode  : {code} (pid: 124)
+"""
+
+
+def test_a_rank_that_lost_its_peer_is_not_named_the_cause(tmp_path):
+    """torchrun may name rank 0, whose gloo call failed because rank 1 died in the same look:
+    the rank that died without a Python error is the cause."""
+    _error_file(tmp_path, 0, "RuntimeError: [/gloo/transport/tcp/pair.cc:553] Connection closed by peer")
+    log = TORCHRUN_SUMMARY.format(rank=0, code=1) + OTHER_FAILURE.format(rank=1, code=1)
+    assert failure_reason(tmp_path, log, 1) == (
+        False, "worker died: rank 1 exited with code 1 without a Python error; the other ranks were stopped"
+    )
+
+
 def test_failure_reason_keeps_a_user_mistake_a_user_mistake(tmp_path):
     _error_file(tmp_path, 0, "dataset 'cola' has no test split", usage=True)
     assert failure_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=0, code=1), 1) == (
