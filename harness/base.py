@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from torch import nn
 
 from harness.config import no_bool_for_numbers
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -202,26 +203,26 @@ class TokenizerStrategy:
     # -- encoding ------------------------------------------------------------------
 
     def encode(self, examples: Sequence[Example]) -> Encoded:
+        """Token ids and token types of every example, laid out as the tokenizer's own call
+        ``tok(text, text_pair)`` lays them out (:class:`SpecialTokens`), each text truncated by
+        ``options.truncation`` to what MAX_LEN leaves beside the special tokens (a pair:
+        longest first, as transformers does)."""
         tok = self.tokenizer
-        first = tok([e.text for e in examples], add_special_tokens=False)["input_ids"]
+        one, two = SpecialTokens.of(tok)
+        first = _token_ids(tok, [e.text for e in examples])
         pairs = None
         if any(e.text_pair is not None for e in examples):
-            pairs = tok([e.text_pair or "" for e in examples], add_special_tokens=False)["input_ids"]
-        cls, sep = tok.cls_token_id, tok.sep_token_id
+            pairs = _token_ids(tok, [e.text_pair or "" for e in examples])
         truncation = getattr(self.options, "truncation", "head")
         ids, types, lengths, full = [], [], [], []
         for i, a in enumerate(first):
             b = pairs[i] if pairs is not None and examples[i].text_pair is not None else None
-            specials = 3 if b is not None else 2
-            full.append(len(a) + (len(b) if b is not None else 0) + specials)
-            budget = self.max_len - specials
             if b is None:
-                a = _truncate(a, budget, truncation)
-                row, tt = [cls, *a, sep], [0] * (len(a) + 2)
+                full.append(len(a) + one.count)
+                row, tt = one.build(_truncate(a, self.max_len - one.count, truncation))
             else:
-                a, b = _truncate_pair(a, b, budget, truncation)
-                row = [cls, *a, sep, *b, sep]
-                tt = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+                full.append(len(a) + len(b) + two.count)
+                row, tt = two.build(*_truncate_pair(a, b, self.max_len - two.count, truncation))
             ids.append(row)
             types.append(tt)
             lengths.append(len(row))
@@ -309,6 +310,87 @@ class TokenizerStrategy:
         )
 
 
+def _token_ids(tok: "PreTrainedTokenizerBase", texts: list[str]) -> list[list[int]]:
+    """Each text's token ids, no special tokens: one batched call to the tokenizer."""
+    if not texts:
+        return []
+    return tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Where a tokenizer puts its special tokens around one text or a pair, and the token
+    type of each part, read off the tokenizer's own call (:meth:`of`).
+
+    ``specials`` are the ids before, between and after the texts (two runs for one text,
+    three for a pair), ``special_types`` their token types, ``text_types`` each text's:
+    BERT's ``[CLS] a [SEP] b [SEP]`` with types ``0.. 0.. 0 1.. 1``, RoBERTa's
+    ``<s> a </s></s> b </s>`` with one token type. Token types are the tokenizer's where its
+    ``model_input_names`` name ``token_type_ids``, else zeros: what ``tok(a, b)`` gives a
+    model. Read once per split, so encoding is list concatenation, not a call per example.
+    """
+
+    specials: tuple[tuple[int, ...], ...]
+    special_types: tuple[tuple[int, ...], ...]
+    text_types: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        """How many special tokens (``num_special_tokens_to_add``)."""
+        return sum(map(len, self.specials))
+
+    def build(self, a: list[int], b: list[int] | None = None) -> tuple[list[int], list[int]]:
+        """(ids, token types) of one text or a pair, already truncated."""
+        s, t, ta = self.specials, self.special_types, self.text_types[0]
+        if b is None:
+            return [*s[0], *a, *s[1]], [*t[0], *([ta] * len(a)), *t[1]]
+        tb = self.text_types[1]
+        return [*s[0], *a, *s[1], *b, *s[2]], [*t[0], *([ta] * len(a)), *t[1], *([tb] * len(b)), *t[2]]
+
+    @classmethod
+    def of(cls, tok: "PreTrainedTokenizerBase") -> tuple["SpecialTokens", "SpecialTokens"]:
+        """(one text, a pair) as ``tok`` lays them out: two probe texts encoded with and
+        without special tokens, ``return_special_tokens_mask`` telling the two apart."""
+        texts = _token_ids(tok, list(SPECIAL_TOKEN_PROBES))
+        with_types = "token_type_ids" in (getattr(tok, "model_input_names", None) or ())
+        out = []
+        for n in (1, 2):
+            enc = tok(*SPECIAL_TOKEN_PROBES[:n], return_special_tokens_mask=True, return_token_type_ids=True)
+            ids = list(enc["input_ids"])
+            types = list(enc["token_type_ids"]) if with_types else [0] * len(ids)
+            layout = cls._read(ids, list(enc["special_tokens_mask"]), types, texts[:n])
+            if layout is None:
+                name = getattr(tok, "name_or_path", "") or type(tok).__name__
+                raise HarnessError(
+                    f"tokenizer {name!r}: cannot tell where it puts its special tokens: "
+                    f"{SPECIAL_TOKEN_PROBES[:n]} encode as {ids}, the texts alone as {texts[:n]}"
+                )
+            out.append(layout)
+        return out[0], out[1]
+
+    @classmethod
+    def _read(cls, ids: list[int], mask: list[int], types: list[int], texts: list[list[int]]) -> "SpecialTokens | None":
+        specials, special_types, text_types, pos = [], [], [], 0
+        for k in range(len(texts) + 1):
+            start = pos
+            while pos < len(ids) and mask[pos]:
+                pos += 1
+            specials.append(tuple(ids[start:pos]))
+            special_types.append(tuple(types[start:pos]))
+            if k == len(texts):
+                break
+            end = pos + len(texts[k])
+            if ids[pos:end] != texts[k] or any(mask[pos:end]) or len(set(types[pos:end])) > 1:
+                return None
+            text_types.append(types[pos] if end > pos else 0)
+            pos = end
+        return cls(tuple(specials), tuple(special_types), tuple(text_types)) if pos == len(ids) else None
+
+
+#: the texts :meth:`SpecialTokens.of` encodes (short words every vocabulary spells somehow)
+SPECIAL_TOKEN_PROBES = ("a b", "c")
+
+
 def _truncate(ids: list[int], budget: int, how: str) -> list[int]:
     if len(ids) <= budget:
         return ids
@@ -323,13 +405,22 @@ def _truncate(ids: list[int], budget: int, how: str) -> list[int]:
 
 
 def _truncate_pair(a: list[int], b: list[int], budget: int, how: str) -> tuple[list[int], list[int]]:
-    """Longest-first, as transformers does: shorten the longer text one token at a time."""
+    """Longest first, as the ``tokenizers`` library (the backend of transformers 5's
+    tokenizers) cuts a pair: the shorter text keeps all of it while it fits in half the
+    budget and the longer takes the rest; both longer than half, the shorter gets half
+    (rounded down; the first text on a tie) and the longer the other half. Then each text
+    is cut to its share by ``how``."""
     la, lb = len(a), len(b)
-    while la + lb > budget and (la > 0 or lb > 0):
-        if la >= lb:
-            la -= 1
-        else:
-            lb -= 1
+    if la + lb > budget:
+        if budget <= 0:
+            return [], []
+        swap = la > lb
+        n1, n2 = (lb, la) if swap else (la, lb)  # n1: the shorter
+        n2 = max(n1, budget - n1)
+        if n1 + n2 > budget:
+            n1 = budget // 2
+            n2 = budget - n1
+        la, lb = (n2, n1) if swap else (n1, n2)
     return _truncate(a, la, how), _truncate(b, lb, how)
 
 
@@ -362,6 +453,10 @@ class Head(nn.Module):
     description: ClassVar[str] = ""
     #: whether the backbone must compute its pooler ([CLS] -> dense -> tanh)
     uses_pooler: ClassVar[bool] = False
+    #: a head that is the family's whole ``AutoModelForSequenceClassification`` (the
+    #: built-in ``auto``): the harness builds that model and calls it with the inputs; the
+    #: head's own ``forward`` is never called and it holds no weights
+    whole_model: ClassVar[bool] = False
 
     def __init__(self, options: Options, config: "PretrainedConfig", num_labels: int) -> None:
         super().__init__()

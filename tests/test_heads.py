@@ -314,7 +314,7 @@ def test_a_users_head_given_with_dash_dash_plugin(cli, write_suite, tmp_path):
          "defaults.head.options.freeze_backbone: expected true or false, got 'maybe'"),
         ("{name: mlp, options: {pool: mean}}", "defaults.head.options.pool: unknown key 'pool'. Did you mean 'pooling'?"),
         ("{name: cls, options: {pooling: mean}}", "defaults.head.options.pooling: unknown key 'pooling'."),
-        ("meen", "suite.yaml:3: defaults.head: unknown head 'meen'. Did you mean 'mean'? Available: cls, linear, mean, mlp"),
+        ("meen", "suite.yaml:3: defaults.head: unknown head 'meen'. Did you mean 'mean'? Available: auto, cls, linear, mean, mlp"),
     ],
 )
 def test_bad_head_settings_are_one_line_errors_naming_the_key(cli, write_suite, head, message):
