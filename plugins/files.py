@@ -12,16 +12,18 @@
         label: stars                   # column with the label
         labels: [1, 2, 3, 4, 5]        # the label set (strings or integers); default: inferred
         metrics: [accuracy, macro_f1]
+        encoding: latin-1              # default utf-8 (a BOM dropped)
 
 The format follows the file name (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``) unless
 ``format`` says otherwise. CSV uses standard double-quote quoting; TSV none (bare
 quotes are text, as in the GLUE files), unless ``quoting`` says otherwise. With
-``header: false`` columns are 0-based numbers. Every mistake in a file is an error
-naming the file and line.
+``header: false`` columns are 0-based numbers. Files are read as ``encoding`` (any Python
+codec name). Every mistake in a file is an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from pathlib import Path
@@ -33,10 +35,12 @@ from pydantic_core import PydanticCustomError
 from harness import hookimpl
 from harness import metrics as metric_lib
 from harness.base import Dataset, Example, LocalPath, Options
-from harness.data import parse_label, read_header, read_jsonl, read_rows, require_rows
+from harness.data import UTF8, infer_labels, parse_label, read_header, read_jsonl, read_rows, require_rows
 from harness.errors import HarnessError
 
 Column = str | int
+#: the setting a decoding error tells the user to set
+ENCODING_OPTION = "dataset.options.encoding"
 
 
 class FilesOptions(Options):
@@ -46,6 +50,9 @@ class FilesOptions(Options):
     format: Literal["auto", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name")
     header: bool = Field(True, description="CSV/TSV: the first row names the columns; false: columns are numbers")
     quoting: Literal["auto", "standard", "none"] = Field("auto", description="CSV/TSV quoting; auto: csv standard, tsv none")
+    encoding: str = Field(
+        UTF8, description="the files' text encoding, any Python codec name: utf-8 (a BOM dropped), latin-1, cp1252, ..."
+    )
     text: Column = Field("text", description="column (or JSON key) holding the text")
     text_pair: Column | None = Field(None, description="column holding the second text of a pair")
     label: Column = Field("label", description="column holding the label")
@@ -62,6 +69,15 @@ class FilesOptions(Options):
             available = ", ".join(metric_lib.METRICS)
             raise PydanticCustomError("unknown_metric", f"unknown metric {unknown[0]!r}; available: {available}")
         return names
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise PydanticCustomError("encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
 
     @field_validator("labels")
     @classmethod
@@ -123,7 +139,7 @@ class Files(Dataset):
     def _columns(self, path: Path) -> tuple[int, int, int | None, int]:
         """(number of columns, text index, pair index, label index) of a CSV/TSV file."""
         delimiter, quoting = self._dialect(path)
-        header = read_header(path, delimiter=delimiter, quoting=quoting)
+        header = read_header(path, delimiter=delimiter, quoting=quoting, **self._encoding())
         opts = self.options
 
         def index(column: Column) -> int:
@@ -140,12 +156,15 @@ class Files(Dataset):
         pair = index(opts.text_pair) if opts.text_pair is not None else None
         return len(header), index(opts.text), pair, index(opts.label)
 
+    def _encoding(self) -> dict[str, str]:
+        return {"encoding": self.options.encoding, "encoding_option": ENCODING_OPTION}
+
     def _raw(self, split: str) -> Iterator[tuple[Path, int, str, str | None, str]]:
         """(file, line, text, pair, label string) for each row of a split."""
         path = self._path(split)
         opts = self.options
         if self._format(path) == "jsonl":
-            for line, obj in read_jsonl(path):
+            for line, obj in read_jsonl(path, **self._encoding()):
                 def get(key: Column) -> str:
                     if str(key) not in obj:
                         raise HarnessError(f"{path}:{line}: no key {str(key)!r} (keys: {', '.join(obj)})")
@@ -159,18 +178,12 @@ class Files(Dataset):
             return
         width, ti, pi, li = self._columns(path)
         delimiter, quoting = self._dialect(path)
-        for line, row in read_rows(path, delimiter=delimiter, quoting=quoting, header=opts.header, columns=width):
+        rows = read_rows(path, delimiter=delimiter, quoting=quoting, header=opts.header, columns=width, **self._encoding())
+        for line, row in rows:
             yield path, line, row[ti], (row[pi] if pi is not None else None), row[li]
 
     def _infer_labels(self) -> tuple[str, ...]:
-        found = {label.strip() for *_, label in self._raw("train")}
-        if len(found) < 2:
-            raise HarnessError(
-                f"{self._path('train')}: found {len(found)} distinct label(s) {sorted(found)}; "
-                "a classification dataset needs at least two (or give dataset.options.labels)"
-            )
-        numeric = all(_is_int(x) for x in found)
-        return tuple(sorted(found, key=int) if numeric else sorted(found))
+        return infer_labels((label for *_, label in self._raw("train")), str(self._path("train")))
 
     def load(self, split: str) -> list[Example]:
         labels = self.labels
@@ -179,14 +192,6 @@ class Files(Dataset):
             for path, line, text, pair, label in self._raw(split)
         ]
         return require_rows(out, self._path(split), split)
-
-
-def _is_int(value: str) -> bool:
-    try:
-        int(value)
-    except ValueError:
-        return False
-    return True
 
 
 @hookimpl

@@ -23,6 +23,8 @@ from harness.data.download import (
 )
 from harness.data.files import DATA_DIR_ENV, OFFLINE_ENV, DataFiles, default_cache_dir
 from harness.data.read import (
+    UTF8,
+    infer_labels,
     parse_label,
     read_header,
     read_jsonl,
@@ -39,11 +41,13 @@ __all__ = [
     "MIRROR_ENV",
     "OFFLINE_ENV",
     "TIMEOUT_ENV",
+    "UTF8",
     "DataFiles",
     "Source",
     "default_cache_dir",
     "download_url",
     "fetch",
+    "infer_labels",
     "parse_label",
     "read_header",
     "read_jsonl",
