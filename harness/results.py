@@ -6,6 +6,10 @@ line. The store keeps one record per ``run_id``: a run that is run again replace
 earlier record. Each write holds an advisory lock on ``<out>/.results.lock`` and merges
 with what is on disk, so two processes sharing an output directory never drop each
 other's records. Reports, comparisons and resume read only this file.
+
+:meth:`ResultsStore.add` is where a record is stored, whichever way its run was launched:
+once the record is on disk it calls the store's ``on_stored`` (the exporters, the
+``harness_record_stored`` hook: :func:`harness.export.notifier`) with it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import tempfile
 from typing import Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from harness.data import read_lines
 from harness.errors import HarnessError
@@ -27,6 +31,8 @@ LOCK_FILE = ".results.lock"
 TMP_PREFIX = ".results-"
 #: statuses that count as finished: resume skips them (``--rerun`` forces them)
 FINISHED = ("ok", "diverged")
+#: what the store calls with each record it has just written, and the output directory
+OnStored = Callable[[dict[str, Any], Path], None]
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -83,8 +89,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 class ResultsStore:
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, on_stored: OnStored | None = None):
         self.dir = Path(out_dir)
+        self.on_stored = on_stored
         self.path = self.dir / RESULTS_FILE
         self.records: dict[str, dict[str, Any]] = {}
         if self.path.exists():
@@ -102,6 +109,12 @@ class ResultsStore:
                 self.records.update((r["run_id"], r) for r in read_records(self.path))
             self.records[record["run_id"]] = record
             self._write(self.records.values())
+        if self.on_stored is not None:  # after the lock: a slow exporter holds up no other writer
+            self.on_stored(record, self.dir)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The store's lock, for a file written beside the results (``harness.slurm``'s job list)."""
+        return self._locked()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
