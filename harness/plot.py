@@ -130,10 +130,10 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
                 raise HarnessError(f"--group {g}: {column_label(key)} does not vary across these runs")
             groups.append(key)
     else:
-        groups = _independent(others, runs)
+        groups = independent_keys(others, runs)
     # keys that follow from a group key (a bucketed-only option follows from the strategy)
     # are neither lines of their own nor averaged over
-    averaged = [k for k in _independent(others, runs) if k not in groups]
+    averaged = [k for k in independent_keys(others, runs) if k not in groups]
 
     lines: dict[str, Line] = {}
     metric_names: list[str] = []
@@ -151,16 +151,22 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
             line.scores.setdefault(xv, []).append(r["metrics"][metric])
             if metric not in metric_names:
                 metric_names.append(metric)
+    return PlotData(x_key, groups, averaged, metric_names, list(lines.values()),
+                    max((len(s) for s in seeds.values()), default=1), shared_config(runs))
+
+
+def shared_config(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What every run shares (flattened config keys), and the device's name when it is one:
+    what a plot's title says."""
     first = flatten(runs[0].get("config", {}))
     shared = {k: v for k, v in first.items() if k not in varied_keys(runs)}
     device_names = {(r.get("env") or {}).get("device_name") for r in runs}
     if len(device_names) == 1 and None not in device_names:
         shared["device_name"] = device_names.pop()
-    return PlotData(x_key, groups, averaged, metric_names, list(lines.values()),
-                    max((len(s) for s in seeds.values()), default=1), shared)
+    return shared
 
 
-def _independent(keys: Sequence[str], runs: Sequence[dict[str, Any]]) -> list[str]:
+def independent_keys(keys: Sequence[str], runs: Sequence[dict[str, Any]]) -> list[str]:
     """``keys`` without those whose value is a function of an earlier key's value."""
     flats = [flatten(r.get("config", {})) for r in runs]
     kept: list[str] = []
@@ -200,8 +206,20 @@ def write_plot(
     group: Sequence[str] | None = None, title: str | None = None,
 ) -> Path:
     """Draw the plot and save it (PNG, or any format matplotlib knows by the suffix)."""
+    require_matplotlib()
+    return save(figure(records, x=x, group=group, title=title), path)
+
+
+def require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise HarnessError("plots need matplotlib: pip install 'seqcls-harness[plot]'") from None
+
+
+def save(fig: Any, path: str | Path) -> Path:
+    """Write a figure (PNG, or any format matplotlib knows by the suffix)."""
     path = Path(path)
-    fig = figure(records, x=x, group=group, title=title)
     try:
         fig.savefig(path, dpi=110)
     except (OSError, ValueError) as exc:
@@ -258,7 +276,7 @@ def figure(
     else:
         legend_title = None if data.groups else " / ".join(k for k in ("strategy", "head") if f"{k}.name" in data.shared)
     fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper", title=legend_title)
-    fig.suptitle(_title(data, title), fontsize=11)
+    fig.suptitle(figure_title(data, title), fontsize=11)
     return fig
 
 
@@ -278,7 +296,9 @@ def _x_axis(ax: Any, xs: Sequence[float], label: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _title(data: PlotData, title: str | None) -> str:
+def figure_title(data: Any, title: str | None) -> str:
+    """``max_len: cola · minilm · cpu (...) · bf16 · batch 32``, and a line of notes: from
+    ``data.shared`` (the keys every run shares), ``data.seeds`` and ``data.averaged``."""
     s = data.shared
     parts = [str(s[k]) for k in ("dataset.name",) if k in s]
     if "model" in s:

@@ -1,8 +1,8 @@
 """The untimed set-up of a run: everything the loop needs, ready to step.
 
-:func:`prepare` loads the splits (and their subsets), tokenizes them with the run's
-strategy, builds the model on its device, and the optimizer, learning-rate schedule and
-gradient scaler. None of it is on the clock: :mod:`harness.train` times only the epochs.
+:func:`prepare` loads the splits (carved and cut to their subsets, as the run asks),
+tokenizes them with the run's strategy, builds the model on its device, and the
+optimizer, learning-rate schedule and gradient scaler. None of it is on the clock: :mod:`harness.train` times only the epochs.
 Because set-up and loop are apart, one epoch can be timed on its own (the pytest
 fixture's round) and a worker process prepares exactly what a single process would.
 """
@@ -19,7 +19,7 @@ import torch
 
 from harness.base import Dataset, Encoded, TokenizerStrategy
 from harness.data import DataFiles
-from harness.data.splits import SplitData, load_split
+from harness.data.splits import SplitData, load_splits
 from harness.distributed import Group, current
 from harness.model import Classifier, build_classifier, count_parameters, load_tokenizer
 from harness.record import now
@@ -32,9 +32,17 @@ def make_dataset(run: ResolvedRun) -> Dataset:
     return run.dataset.cls(run.dataset_options, files)
 
 
-def load_run_split(run: ResolvedRun, dataset: Dataset, split: str) -> SplitData:
-    """``split`` of the run's dataset, cut to the run's ``dataset.subset``."""
-    return load_split(dataset, split, run.config.dataset.subset, name=run.config.dataset.name)
+def run_splits(run: ResolvedRun) -> list[str]:
+    """The splits a run reads: ``train``, its ``eval_split`` and its ``test_split`` (if any)."""
+    cfg = run.config
+    return list(dict.fromkeys(["train", cfg.eval_split, *([cfg.test_split] if cfg.test_split else [])]))
+
+
+def load_run_splits(run: ResolvedRun, dataset: Dataset) -> dict[str, SplitData]:
+    """The run's splits (:func:`run_splits`), carved (``dataset.validation_from_train``) and
+    cut to ``dataset.subset``."""
+    ref = run.config.dataset
+    return load_splits(dataset, run_splits(run), ref.subset, ref.validation_from_train, name=ref.name)
 
 
 def make_adamw(params, lr: float, eps: float, weight_decay: float) -> torch.optim.AdamW:
@@ -104,14 +112,18 @@ class Prepared:
     eval_batch_size: int  # this rank's
     model_info: dict[str, int]
     started_at: str = field(default_factory=now)
+    test: SplitData | None = None  # the split evaluated once after the last epoch (``test_split``)
+    enc_test: Encoded | None = None
 
     @property
     def precision(self) -> str:
         return self.run.config.precision
 
     def data_info(self) -> dict[str, Any]:
-        """The record's ``data``: per split, the examples used and the subset's draw; the labels."""
-        return {"train": self.train.info, self.run.config.eval_split: self.held_out.info,
+        """The record's ``data``: per split, the examples used, the subset's draw and the carve; the labels."""
+        cfg = self.run.config
+        tested = {cfg.test_split: self.test.info} if cfg.test_split and self.test is not None else {}
+        return {"train": self.train.info, cfg.eval_split: self.held_out.info, **tested,
                 "labels": list(self.dataset.labels)}
 
 
@@ -124,7 +136,8 @@ def prepare(run: ResolvedRun, group: Group | None = None) -> Prepared:
     _set_matmul_precision(device, cfg.precision)
 
     dataset = make_dataset(run)
-    train, held_out = load_run_split(run, dataset, "train"), load_run_split(run, dataset, cfg.eval_split)
+    splits = load_run_splits(run, dataset)
+    train, held_out, test = splits["train"], splits[cfg.eval_split], splits.get(cfg.test_split or "")
     tokenizer = load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
     strategy = run.strategy.cls(run.strategy_options, tokenizer, cfg.max_len)
 
@@ -145,4 +158,5 @@ def prepare(run: ResolvedRun, group: Group | None = None) -> Prepared:
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         batch_size=batch_size, eval_batch_size=-(-(cfg.eval_batch_size or cfg.batch_size) // group.world_size),
         model_info=count_parameters(model), started_at=started_at,
+        test=test, enc_test=strategy.encode(test.examples) if test is not None else None,
     )

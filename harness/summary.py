@@ -12,7 +12,10 @@ pytest fixture's ``extra_info``) derives its figures here, from the plain record
   Welch's t-test), which ``harness compare`` and the plot use too;
 - :func:`varied_keys`, :func:`flatten`, :func:`column_label`: which config keys tell the
   runs apart, and what a column is called;
-- :func:`table_title`: ``max_len (9 runs)``.
+- :func:`table_title`: ``max_len (9 runs)``;
+- :func:`pareto_front`, :func:`tradeoff_metric`: the accuracy cost of speed, which
+  configurations no other beats on both epoch time and score (the table's ``pareto``
+  column and ``harness report --plot --x time``).
 """
 
 from __future__ import annotations
@@ -159,11 +162,13 @@ def _put(row: dict[str, Any], name: str, est: Estimate) -> None:
     row[name + "_ci"] = "t" if est.half_width is not None else None
 
 
-def _bootstrap(row: dict[str, Any], name: str, ok: Sequence[dict[str, Any]]) -> None:
-    """A metric of a single ok run: its bootstrap interval over the evaluation set, if recorded."""
+def _bootstrap(row: dict[str, Any], name: str, ok: Sequence[dict[str, Any]], source: str = "metrics_ci95",
+               metric: str | None = None) -> None:
+    """A metric of a single ok run: its bootstrap interval over the evaluated set, if recorded
+    (``source``: ``metrics_ci95``, or ``test_metrics_ci95`` for a test metric)."""
     if row[name + "_n"] != 1 or len(ok) != 1:
         return
-    interval = (ok[0].get("metrics_ci95") or {}).get(name)
+    interval = (ok[0].get(source) or {}).get(metric or name)
     if isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval:
         row[name + "_ci_low"], row[name + "_ci_high"] = float(interval[0]), float(interval[1])
         row[name + "_ci"] = "bootstrap"
@@ -178,6 +183,22 @@ def metric_names(records: Sequence[dict[str, Any]]) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+def tested_metric_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every metric of the runs' final test evaluation (``test_metrics``), the main metric first."""
+    names: list[str] = []
+    for r in records:
+        tested = r.get("test_metrics") or {}
+        main = r.get("main_metric")
+        for name in ([main] if main in tested else []) + list(tested):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+#: the prefix of a test metric's row field and column: ``test_mcc``, the column ``test mcc``
+TEST = "test_"
 
 
 def table_keys(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -199,7 +220,7 @@ def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, A
     for r in records:
         flat = flatten(r.get("config", {}))
         groups.setdefault(repr([flat.get(k) for k in keys]), []).append(r)
-    names = metric_names(records)
+    names, tested = metric_names(records), tested_metric_names(records)
     out = []
     for members in groups.values():
         flat = flatten(members[0].get("config", {}))
@@ -217,9 +238,59 @@ def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, A
         for name in names:
             _put(row, name, estimate((m.get("metrics") or {}).get(name) for m in ok))
             _bootstrap(row, name, ok)
-        row["_metrics"] = names
+        for name in tested:
+            _put(row, TEST + name, estimate((m.get("test_metrics") or {}).get(name) for m in ok))
+            _bootstrap(row, TEST + name, ok, "test_metrics_ci95", name)
+        row["_metrics"], row["_test_metrics"] = names, tested
         out.append(row)
+    _mark_pareto(out, tradeoff_metric(records))
     return keys, out
+
+
+# ------------------------------------------------------------- the accuracy cost of speed
+
+
+def tradeoff_metric(records: Sequence[dict[str, Any]]) -> str | None:
+    """The score the accuracy-vs-time view judges by, as a row field: the main metric of the
+    final test evaluation (``test_mcc``) when every ok run has one (the held-out score the
+    tutorial reports), else the main metric of the ``eval_split`` (``mcc``); None without
+    an ok run."""
+    ok = [r for r in records if r.get("status") == "ok" and (r.get("metrics") or {})]
+    if not ok:
+        return None
+    main = ok[0].get("main_metric") or next(iter(ok[0]["metrics"]))
+    if all(main in (r.get("test_metrics") or {}) for r in ok):
+        return TEST + main
+    return main
+
+
+def pareto_front(points: Sequence[tuple[float, float] | None]) -> list[bool | None]:
+    """For each (seconds, score) point, whether it is on the Pareto front: no other point is
+    at least as fast and at least as good, and strictly better in one of the two (equal
+    points are both on it). None for a missing point (not judged)."""
+    out: list[bool | None] = []
+    for p in points:
+        if p is None:
+            out.append(None)
+            continue
+        out.append(not any(
+            q is not None and q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1]) for q in points
+        ))
+    return out
+
+
+def _mark_pareto(table_rows: list[dict[str, Any]], metric: str | None) -> None:
+    """``row["pareto"]``: on the front of mean epoch time and mean ``metric`` (None where a
+    row lacks either, or fewer than two rows have both: no trade-off to judge)."""
+    points = [
+        (r["epoch_seconds"], r[metric]) if metric and r.get("epoch_seconds") is not None and r.get(metric) is not None
+        else None
+        for r in table_rows
+    ]
+    judged = sum(p is not None for p in points) >= 2
+    for row, on_front in zip(table_rows, pareto_front(points)):
+        row["pareto"] = on_front if judged else None
+        row["_pareto_metric"] = metric if judged else None
 
 
 def config_group(record: dict[str, Any], without: Iterable[str] = ("seed",)) -> str:
@@ -229,7 +300,8 @@ def config_group(record: dict[str, Any], without: Iterable[str] = ("seed",)) -> 
 
     skip = set(NOT_IN_RUN_ID) | set(HIDDEN_KEYS) | set(without)
     flat = flatten(record.get("config", {}))
-    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in skip))
+    # a null key is an absent one: a record from before the key existed matches a record with it unset
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in skip and v is not None))
 
 
 def suite_names(records: Sequence[dict[str, Any]], fallback: str = "results") -> str:

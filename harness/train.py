@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import metrics as metric_lib
+from harness.base import Encoded
 from harness.measure import (
     BUSY_CORES,
     Clock,
@@ -169,13 +170,14 @@ def _flops(p: Prepared, real_tokens: int) -> float:
 
 
 @torch.inference_mode()
-def predict(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions) of the evaluated split, in its order; each rank predicts its
-    shard, all gather."""
+def predict(p: Prepared, encoded: Encoded | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) of the evaluated split (``encoded``, else the ``eval_split``), in
+    its order; each rank predicts its shard, all gather."""
+    encoded = p.enc_eval if encoded is None else encoded
     p.model.eval()
     # start from empty tensors: a rank may have no examples of a tiny split
     preds, order = [torch.empty(0, dtype=torch.long, device=p.device)], [torch.empty(0, dtype=torch.long)]
-    for batch in p.strategy.batches(p.enc_eval, p.eval_batch_size, seed=None, **p.group.shard):
+    for batch in p.strategy.batches(encoded, p.eval_batch_size, seed=None, **p.group.shard):
         b = batch.to(p.device, non_blocking=True)
         with autocast(p.device, p.precision):
             logits = p.model(b.input_ids, b.attention_mask, b.token_type_ids)
@@ -185,7 +187,7 @@ def predict(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
     index, predictions = p.group.gather(torch.cat(order).numpy(), predictions)
     out = np.empty_like(predictions)
     out[index] = predictions
-    return p.enc_eval.labels, out
+    return encoded.labels, out
 
 
 def evaluate_epoch(p: Prepared, epoch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +200,24 @@ def evaluate_epoch(p: Prepared, epoch: dict[str, Any]) -> tuple[np.ndarray, np.n
     epoch["metrics"] = metric_lib.compute(p.dataset.metrics, labels, predictions)
     epoch["predicted_classes"] = int(len(np.unique(predictions)))
     return labels, predictions
+
+
+def evaluate_test(p: Prepared) -> dict[str, Any]:
+    """The final evaluation on the ``test_split``, once, after the last epoch (the tutorial's
+    final score): its metrics with their bootstrap intervals and its seconds, none of it
+    epoch time. Empty when the run has no ``test_split``."""
+    if p.enc_test is None:
+        return {}
+    clock = Clock(p.device)
+    clock.start()
+    labels, predictions = predict(p, p.enc_test)
+    seconds = p.group.max(clock.stop())
+    ci = metric_lib.bootstrap_ci(p.dataset.metrics, labels, predictions, seed=p.run.config.seed)
+    return {
+        "test_metrics": metric_lib.compute(p.dataset.metrics, labels, predictions),
+        "test_metrics_ci95": {k: list(v) for k, v in ci.items()}, "test_seconds": seconds,
+        "test_one_class": bool(len(np.unique(predictions)) == 1),
+    }
 
 
 def diverged(epoch: dict[str, Any]) -> str | None:
@@ -230,17 +250,19 @@ def finish(
     load_before: list[float] | None = None, isolation: str = "none",
 ) -> dict[str, Any]:
     """The record of a run that trained ``epochs``, the last evaluated to ``evaluation``
-    (labels, predictions): its figures, the machine's load and the final score's interval."""
+    (labels, predictions): its figures, the machine's load and the final score's interval,
+    and, unless it diverged, the final evaluation on its ``test_split`` (:func:`evaluate_test`)."""
     cfg = p.run.config
     reason = diverged(epochs[-1])
     ci = None if reason else metric_lib.bootstrap_ci(p.dataset.metrics, *evaluation, seed=cfg.seed)
+    test = {} if reason else evaluate_test(p)
     return RunRecord.finished(
         p.run, started_at=p.started_at, epochs=epochs, diverged=reason,
         env=environment(p.device) | {"model_revision": model_revision(cfg.model, cfg.init)},
         model_info=p.model_info, data=p.data_info(), main_metric=p.dataset.metrics[0],
         warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if cfg.compile else None,
         isolation=isolation, metrics_ci95={k: list(v) for k, v in ci.items()} if ci else None,
-        one_class=None if reason else epochs[-1]["predicted_classes"] == 1,
+        one_class=None if reason else epochs[-1]["predicted_classes"] == 1, **test,
         **throughput(epochs), **load_figures(epochs, load_before, load_average()),
         **({"target": time_to_target(epochs, cfg.target)} if cfg.target else {}),
     ).to_dict()
