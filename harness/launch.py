@@ -13,6 +13,12 @@ kernel's OOM killer, a segfault or abort in native code, ``os._exit``) fails alo
 recorded ``failed`` with the cause (the signal by name, the exit code, the OOM killer) and
 the suite goes on. Its output is kept in ``logs/<run_id>.log``.
 
+Several runs at once (``harness run --jobs N``, :mod:`harness.executors`): each is a
+:class:`RunProcess` given its share of the machine (cores, threads, GPUs). A run's process
+never outlives its ``harness run`` (``PR_SET_PDEATHSIG``, see :mod:`harness.worker`), and a
+record that a run finished after its ``harness run`` was killed is stored by the next one
+(:func:`orphans`), so a ``kill -9`` loses no finished run and runs none twice.
+
 ``harness run --isolation none`` trains single-process runs in the ``harness run``
 process instead, for debugging (a debugger, a profiler); its figures then share the process.
 """
@@ -38,7 +44,11 @@ if TYPE_CHECKING:
     from harness.config import Launcher
     from harness.suite import ResolvedRun
 
-SPEC, RECORD, EVENTS, RANK0 = "spec.json", "record.json", "events.jsonl", "rank0"
+SPEC, RECORD, EVENTS, RANK0, OWNER = "spec.json", "record.json", "events.jsonl", "rank0", "owner"
+#: a run's work directory in the output directory: ``<out>/.launch-<run_id>-<random>``
+WORKDIR_PREFIX = ".launch-"
+#: the cores a worker pins itself to (``0,1``), set by :class:`RunProcess`
+CPUS_ENV = "HARNESS_CPUS"
 ERROR_GLOB = "error-rank*.json"
 #: how often the parent looks at the run's process (progress events, exit, timeout)
 POLL_SECONDS = 0.2
@@ -82,52 +92,171 @@ def local_plugins(run: ResolvedRun) -> list[str]:
     return out
 
 
-def launch(run: ResolvedRun, out_dir: Path, progress: Any) -> dict[str, Any] | None:
-    """Train ``run`` in a fresh process (through torchrun when it is data-parallel) and
-    return its record: the worker's, or a ``failed`` one naming how the process ended.
-    None on a node of a multi-node run that does not hold rank 0 (that node records it)."""
-    from harness.record import RunRecord, now
+class RunProcess:
+    """One run training in a fresh process of its own (torchrun's, when data-parallel).
 
-    started = now()
-    launcher = run.config.launcher
-    single = run.config.world_size == 1
-    workdir = Path(tempfile.mkdtemp(prefix=f".launch-{run.run_id}-", dir=out_dir))
-    try:
+    :meth:`start` starts it, :meth:`poll` forwards its progress and says when it ended,
+    :meth:`result` turns its end into the run's record; :func:`launch` does the three in
+    turn, :mod:`harness.executors` keeps several going at once. ``threads`` (torch threads
+    per rank), ``cpus`` (cores to pin it to) and ``gpus`` (``CUDA_VISIBLE_DEVICES``) are its
+    share of the machine; None leaves each as it is. ``workdirs``: where its work directory
+    goes (default: ``out_dir``). While it runs, this process holds a
+    lock on ``<workdir>/owner``: a work directory whose lock is free belongs to a
+    ``harness run`` that died, and :func:`orphans` hands its record to the next one."""
+
+    def __init__(
+        self, run: ResolvedRun, out_dir: Path, progress: Any, *, threads: int | None = None,
+        cpus: Sequence[int] | None = None, gpus: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
+        workdirs: Path | None = None,
+    ):
+        self.run, self.out_dir, self.progress = run, out_dir, progress
+        self.workdirs = workdirs or out_dir  # where its work directory goes (a SLURM job: its own folder)
+        self.threads, self.cpus, self.gpus = threads, cpus, gpus
+        self.extra = extra or {}  # kept in the spec: what an adopted record is given (suite, parallel)
+        self.single = run.config.world_size == 1
+        self.workdir: Path | None = None
+        self.proc: _Process | None = None
+
+    def start(self) -> None:
+        from harness.record import now
+
+        run, launcher = self.run, self.run.config.launcher
+        self.started = now()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{run.run_id}-", dir=self.workdirs))
+        self._owner = _hold(self.workdir / OWNER)
         # the resolved config and the folder it was resolved against: the worker resolves it
         # again the same way (harness.suite.resolve_run) and gets the same run; with this
         # process's import path, a plugin found here (say on a path a conftest added) is found there
         spec = {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
-                "plugins": local_plugins(run), "sys_path": sys.path}
-        (workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")
-        worker = ["-m", "harness.worker", str(workdir)]
-        cmd = [sys.executable, *worker] if single else \
-            [sys.executable, "-m", "torch.distributed.run", *torchrun_args(launcher, run.run_id), *worker]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if not single:  # torchrun would set 1 thread per worker; give each its share of the cores
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launcher.nproc)))
-        log = workdir / "run.log"
-        oom_before = oom_kills()
-        with open(log, "wb") as log_file:
-            code, timed_out = _supervise(cmd, env, log_file, workdir / EVENTS, progress, launcher.timeout)
+                "plugins": local_plugins(run), "sys_path": sys.path, **self.extra}
+        (self.workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")
+        worker = ["-m", "harness.worker", str(self.workdir)]
+        if self.single:
+            cmd = [sys.executable, *worker]
+        else:  # torchrun dies with this process too (see harness.worker.guard)
+            cmd = [sys.executable, "-m", "harness.worker", "--guard", str(os.getpid()), sys.executable,
+                   "-m", "torch.distributed.run", *torchrun_args(launcher, run.run_id), *worker]
+        self.oom_before = oom_kills()
+        self.log_file = open(self.workdir / "run.log", "wb")
+        self.proc = _Process(cmd, self._env(), self.log_file, self.workdir / EVENTS, self.progress, launcher.timeout)
 
-        if (workdir / RECORD).is_file() and code == 0:
-            return json.loads((workdir / RECORD).read_text(encoding="utf-8"))
-        if launcher.nnodes > 1 and not (workdir / RANK0).exists():
-            return None
-        if timed_out:
-            who = "the run's process was" if single else "workers were"
-            reason = f"{who} still running after {launcher.timeout:g} s (launcher.timeout); stopped"
-        else:
-            log_text = log.read_text(encoding="utf-8", errors="replace")
-            usage, reason = failure_reason(workdir, log_text, code, single=single, oom_killed=_rose(oom_before))
-            if usage:
-                raise HarnessError(reason)
-        kept = out_dir / "logs" / f"{run.run_id}.log"
-        kept.parent.mkdir(exist_ok=True)
-        shutil.copyfile(log, kept)
-        return RunRecord.failed(run, reason, started, log=str(kept)).to_dict()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_PARENT_PID=str(os.getpid()))
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        elif not self.single:  # torchrun would set 1 thread per worker; give each its share of the cores
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.run.config.launcher.nproc)))
+        if self.cpus is not None:
+            env[CPUS_ENV] = ",".join(map(str, self.cpus))  # the worker pins itself before it imports torch
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
+        return env
+
+    def poll(self) -> int | None:
+        """Forward its progress; its exit code once it ended (stopped at ``launcher.timeout``)."""
+        assert self.proc is not None
+        return self.proc.poll()
+
+    def result(self, code: int) -> dict[str, Any] | None:
+        """The record of the run that ended with ``code``: the worker's, or a ``failed`` one
+        naming how the process ended. None on a node of a multi-node run that does not hold
+        rank 0 (that node records it). The work directory is removed."""
+        from harness.record import RunRecord
+
+        assert self.proc is not None and self.workdir is not None
+        launcher, workdir = self.run.config.launcher, self.workdir
+        self.log_file.close()
+        try:
+            if (workdir / RECORD).is_file() and code == 0:
+                return json.loads((workdir / RECORD).read_text(encoding="utf-8"))
+            if launcher.nnodes > 1 and not (workdir / RANK0).exists():
+                return None
+            if self.proc.timed_out:
+                who = "the run's process was" if self.single else "workers were"
+                reason = f"{who} still running after {launcher.timeout:g} s (launcher.timeout); stopped"
+            else:
+                log_text = (workdir / "run.log").read_text(encoding="utf-8", errors="replace")
+                usage, reason = failure_reason(
+                    workdir, log_text, code, single=self.single, oom_killed=_rose(self.oom_before)
+                )
+                if usage:
+                    raise HarnessError(reason)
+            kept = self.out_dir / "logs" / f"{self.run.run_id}.log"
+            kept.parent.mkdir(exist_ok=True)
+            shutil.copyfile(workdir / "run.log", kept)
+            return RunRecord.failed(self.run, reason, self.started, log=str(kept)).to_dict()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the work directory (the run abandoned, or its record taken)."""
+        if self.workdir is not None:
+            if not self.log_file.closed:
+                self.log_file.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._owner.close()
+            self.workdir = None
+
+
+def launch(run: ResolvedRun, out_dir: Path, progress: Any, **share: Any) -> dict[str, Any] | None:
+    """Train ``run`` in a fresh process (through torchrun when it is data-parallel) and
+    return its record (see :class:`RunProcess`); interrupted, the process is stopped."""
+    process = RunProcess(run, out_dir, progress, **share)
+    process.start()
+    try:
+        while (code := process.poll()) is None:
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        stop_all([process])
+        process.discard()
+        raise
+    return process.result(code)
+
+
+def stop_all(processes: Sequence[RunProcess]) -> None:
+    """Stop the runs' processes at once: SIGTERM to each (torchrun passes it to its workers),
+    SIGKILL to those still running :data:`STOP_GRACE_SECONDS` later."""
+    _stop_all([p.proc.proc for p in processes if p.proc is not None])
+
+
+def _hold(path: Path) -> Any:
+    """An open file holding an exclusive lock on ``path``: released when this process dies."""
+    f = open(path, "a")
+    try:
+        import fcntl
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    except ImportError:  # pragma: no cover - not POSIX
+        pass
+    return f
+
+
+def orphans(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(spec, record) of each run that finished in a work directory of a ``harness run``
+    that then died (``kill -9`` between the record and the store), that directory removed;
+    the work directories of dead runs that left no record are removed too. A directory whose
+    owner still runs (its lock held), or that has no owner file yet, is left alone."""
+    found = []
+    for workdir in sorted(Path(out_dir).glob(f"{WORKDIR_PREFIX}*")):
+        try:
+            owner = open(workdir / OWNER, "a")
+        except OSError:  # being created, or not a work directory of this harness
+            continue
+        with owner:
+            try:
+                import fcntl
+
+                fcntl.flock(owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its harness run is alive
+                continue
+            try:
+                if (workdir / RECORD).is_file():
+                    found.append((json.loads((workdir / SPEC).read_text(encoding="utf-8")),
+                                  json.loads((workdir / RECORD).read_text(encoding="utf-8"))))
+            except (OSError, json.JSONDecodeError):
+                pass
+            shutil.rmtree(workdir, ignore_errors=True)
+    return found
 
 
 def _rose(before: int | None) -> bool:
@@ -135,40 +264,61 @@ def _rose(before: int | None) -> bool:
     return before is not None and after is not None and after > before
 
 
+class _Process:
+    """A started run process (or torchrun): its progress events forwarded, stopped at its
+    deadline (SIGTERM, then SIGKILL after the grace period) without blocking the caller."""
+
+    def __init__(
+        self, cmd: Sequence[str], env: dict[str, str], log_file: Any, events: Path, progress: Any, timeout: float | None
+    ):
+        # its own session: Ctrl-C reaches the parent, which stops the process (torchrun its workers)
+        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.events, self.progress, self.offset = events, progress, 0
+        self.timed_out, self.kill_at = False, None
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        self.offset = _forward_events(self.events, self.offset, self.progress)
+        if code is not None:
+            return code
+        now = time.monotonic()
+        if self.kill_at is not None and now > self.kill_at:
+            self.proc.kill()  # the workers die with it (PR_SET_PDEATHSIG, see harness.worker)
+            return self.proc.wait()
+        if self.deadline is not None and now > self.deadline and not self.timed_out:
+            self.timed_out, self.kill_at = True, now + STOP_GRACE_SECONDS
+            self.proc.send_signal(signal.SIGTERM)
+        return None
+
+
 def _supervise(
     cmd: Sequence[str], env: dict[str, str], log_file: Any, events: Path, progress: Any, timeout: float | None
 ) -> tuple[int, bool]:
     """Start the run's process (or torchrun), forward rank 0's progress events, stop it on
     timeout or interrupt. Returns (exit code, timed out)."""
-    # its own session: Ctrl-C reaches the parent, which stops the process (torchrun its workers)
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + timeout if timeout else None
-    offset = 0
+    process = _Process(cmd, env, log_file, events, progress, timeout)
     try:
-        while True:
-            code = proc.poll()
-            offset = _forward_events(events, offset, progress)
-            if code is not None:
-                return code, False
-            if deadline is not None and time.monotonic() > deadline:
-                _stop(proc)
-                return proc.returncode, True
+        while (code := process.poll()) is None:
             time.sleep(POLL_SECONDS)
+        return code, process.timed_out
     except BaseException:
-        _stop(proc)
+        _stop_all([process.proc])
         raise
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (torchrun passes it to its workers), SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # the workers die with it (PR_SET_PDEATHSIG, see harness.worker)
-        proc.wait()
+def _stop_all(procs: Sequence[subprocess.Popen]) -> None:
+    """SIGTERM to each (torchrun passes it to its workers), SIGKILL to any not gone in time."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the workers die with it (PR_SET_PDEATHSIG, see harness.worker)
+            proc.wait()
 
 
 def _forward_events(path: Path, offset: int, progress: Any) -> int:

@@ -1,7 +1,8 @@
 """Progress at the edge: bars while a suite runs, or one line per finished run.
 
-:class:`RichProgress` is what ``harness run`` hands :func:`harness.runner.run_suite`: three
-rich bars (runs, epochs, steps with an ETA) on a terminal; where the bars cannot be drawn
+:class:`RichProgress` is what ``harness run`` hands :func:`harness.runner.run_suite`: rich
+bars on a terminal (the runs; the epochs and steps of the run, with an ETA, or one bar per
+active run with ``--jobs``); where the bars cannot be drawn
 (CI, ``nohup``, a redirect) or are turned off (``--no-progress``), one line per finished
 run as it finishes (:func:`run_line`). The training loop only counts steps; the bars read
 the count when they redraw.
@@ -20,7 +21,7 @@ from harness.summary import summarize
 
 class _SyncedProgress(Progress):
     """rich's Progress that takes the loop's step count each time it draws, so the training
-    step itself makes no call into rich (``RichProgress.advance`` only counts)."""
+    step itself makes no call into rich (``RunBars.advance`` only counts)."""
 
     def __init__(self, *columns: Any, sync: Any, **kwargs: Any):
         self._sync = sync  # before rich's __init__, which draws once
@@ -32,17 +33,19 @@ class _SyncedProgress(Progress):
 
 
 class RichProgress:
-    """Three bars: runs of the suite, epochs of the run, steps of the epoch (with ETA).
+    """A bar for the runs of the suite, and bars for each run in progress.
 
-    Where the bars cannot be drawn (stderr is not a terminal: CI, ``nohup``, a redirect)
-    or are turned off (``--no-progress``), one line per finished run instead, as it
-    finishes: ``[3/9] cola fixed linear L=64 seed=42: ok in 1 min 5 s, epoch 12.34 s, mcc 0.215``.
+    One run at a time: the run's epochs, and the steps of its epoch (with an ETA). Several
+    at once (``--jobs N``): one bar per active run, its label, the steps of its epoch and
+    its last epoch's figures. Where the bars cannot be drawn (stderr is not a terminal: CI,
+    ``nohup``, a redirect) or are turned off (``--no-progress``), one line per finished
+    run instead, as it finishes: ``[3/9] cola fixed linear L=64 seed=42: ok in 1 min 5 s,
+    epoch 12.34 s, mcc 0.215``.
     """
 
-    def __init__(self, total_runs: int, enabled: bool = True):
-        self.steps_done = 0  # counted by the loop, drawn by rich's refresh thread
-        self._drawn = 0
-        self.total, self.finished, self.label, self.started = total_runs, 0, "", 0.0
+    def __init__(self, total_runs: int, enabled: bool = True, jobs: int = 1):
+        self.total, self.finished, self.jobs = total_runs, 0, jobs
+        self.active: list[RunBars] = []  # drawn by rich's refresh thread, changed by this one
         self.lines = not (enabled and consoles.err.is_terminal)
         self.progress = _SyncedProgress(
             TextColumn("{task.description}", style="bold"),
@@ -58,8 +61,9 @@ class RichProgress:
             sync=self._sync,
         )
         self.runs = self.progress.add_task("runs", total=total_runs, info="")
-        self.epochs = self.progress.add_task("epochs", total=1, info="", visible=False)
-        self.steps = self.progress.add_task("steps", total=1, info="", visible=False)
+        if jobs == 1:  # the bars every run reuses
+            self.epochs = self.progress.add_task("epochs", total=1, info="", visible=False)
+            self.steps = self.progress.add_task("steps", total=1, info="", visible=False)
 
     def __enter__(self) -> "RichProgress":
         self.progress.__enter__()
@@ -68,48 +72,81 @@ class RichProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def start_run(self, label: str) -> None:
-        self.label, self.started = label, time.monotonic()
-        self.progress.update(self.runs, info=label)
-        self.progress.reset(self.epochs, total=1, visible=False, info="")
+    def start_run(self, label: str) -> "RunBars":
+        if self.jobs == 1:
+            self.progress.update(self.runs, info=label)
+            self.progress.reset(self.epochs, total=1, visible=False, info="")
+            bars = RunBars(self.progress, label, self.steps, self.epochs)
+        else:
+            bars = RunBars(self.progress, label, self.progress.add_task(label, total=None, info="starting"))
+        self.active = [*self.active, bars]
+        self._running()
+        return bars
 
-    def end_run(self, record: dict[str, Any] | None) -> None:
+    def end_run(self, bars: "RunBars", record: dict[str, Any] | None) -> None:
         self.finished += 1
+        self.active = [b for b in self.active if b is not bars]
         self.progress.advance(self.runs)
-        self.progress.update(self.steps, visible=False)
-        self.progress.update(self.epochs, visible=False)
+        if self.jobs == 1:
+            self.progress.update(self.steps, visible=False)
+            self.progress.update(self.epochs, visible=False)
+        else:
+            self.progress.remove_task(bars.steps)
+            self._running()
         if self.lines:
-            text = run_line(record, time.monotonic() - self.started)
+            text = run_line(record, time.monotonic() - bars.started)
             # plain text: an error message may hold brackets ("[/path/pair.cc:553]") that are no markup
-            line = f"[{self.finished}/{self.total}] {self.label}: {text}"
+            line = f"[{self.finished}/{self.total}] {bars.label}: {text}"
             consoles.err.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def skip_run(self) -> None:
         self.finished += 1
         self.progress.advance(self.runs)
 
-    # the train.Progress protocol
+    def _running(self) -> None:
+        if self.jobs > 1:
+            self.progress.update(self.runs, info=f"{len(self.active)} running")
+
+    def _sync(self) -> None:
+        for bars in self.active:
+            bars.sync()
+
+
+class RunBars:
+    """One run's bars: the :class:`harness.train.Progress` protocol. The loop only counts
+    steps (:meth:`advance`); the bars take the count when they redraw."""
+
+    def __init__(self, progress: Progress, label: str, steps: Any, epochs: Any = None):
+        self.progress, self.label, self.steps, self.epochs = progress, label, steps, epochs
+        self.started = time.monotonic()
+        self.steps_done = self._drawn = 0
+        self.where, self.last = "", ""
+
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if epoch == 1:
+        if self.epochs is not None and epoch == 1:
             self.progress.reset(self.epochs, total=epochs, visible=True, info="")
         self.steps_done = self._drawn = 0
-        self.progress.reset(self.steps, total=steps, visible=True, info=f"epoch {epoch}")
+        self.where = f"epoch {epoch}" if self.epochs is not None else f"epoch {epoch}/{epochs}"
+        self.progress.reset(self.steps, total=steps, visible=True, info=f"{self.where}  {self.last}".strip())
 
     def advance(self, steps: int = 1) -> None:
         self.steps_done += steps
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         done = self.steps_done
         if done != self._drawn:
             self.progress.update(self.steps, completed=done)
             self._drawn = done
 
     def end_epoch(self, summary: dict[str, Any]) -> None:
-        self._sync()
+        self.sync()
         metrics = " ".join(f"{k} {v:.3f}" for k, v in summary.get("metrics", {}).items())
-        self.progress.update(
-            self.epochs, advance=1, info=f"{summary['train_seconds']:.1f}s  loss {summary['train_loss']:.3f}  {metrics}"
-        )
+        info = f"{summary['train_seconds']:.1f}s  loss {summary['train_loss']:.3f}  {metrics}"
+        if self.epochs is not None:
+            self.progress.update(self.epochs, advance=1, info=info)
+        else:
+            self.last = info
+            self.progress.update(self.steps, info=f"{self.where}  {info}")
 
 
 def run_line(record: dict[str, Any] | None, seconds: float) -> str:
@@ -126,10 +163,16 @@ def run_line(record: dict[str, Any] | None, seconds: float) -> str:
     main = record.get("main_metric")
     if main and main in (record.get("metrics") or {}):
         parts.append(f"{main} {record['metrics'][main]:.3f}")
+    tested = record.get("test_metrics") or {}
+    if main in tested:
+        parts.append(f"test {main} {tested[main]:.3f} ({(record.get('config') or {}).get('test_split')})")
     if record.get("one_class"):
         parts.append("it predicts one class for every example")
     if record.get("busy"):
         parts.append("measured on a busy machine")
+    beside = (record.get("parallel") or {}).get("beside")
+    if beside:
+        parts.append(f"{beside} other run{'s' if beside != 1 else ''} beside it")
     return ", ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Running a suite: check everything first, then each run in turn, resumable.
+"""Running a suite: check everything first, then each run (N at once with ``--jobs``), resumable.
 
 - Preflight: every run's model config, tokenizer, MAX_LEN and data files are checked
   before the first run starts, so a typo fails in a second, not after an hour.
@@ -7,7 +7,9 @@
 - Faults: a run that runs out of memory or raises is recorded as ``failed`` with the
   reason (its traceback in ``<out>/logs/<run_id>.log``) and the suite goes on. A
   :class:`HarnessError` (a user mistake) stops the suite. Ctrl-C / SIGTERM abandon the
-  run in flight; every finished run is already on disk.
+  runs in flight (all of them with ``--jobs``); every finished run is already on disk, and
+  one that finished just as its ``harness run`` was killed is stored by the next
+  (:func:`harness.launch.orphans`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import signal
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
 from harness import distributed
 from harness.errors import HarnessError
-from harness.launch import launch
+from harness.executors import HERE, run_here
+from harness.launch import launch, orphans
 from harness.measure import cpu_bf16_native
-from harness.model import check_weights, load_config, load_tokenizer, max_positions
-from harness.prepare import load_run_split, make_dataset
+from harness.model import build_problem, check_weights, load_config, load_tokenizer, max_positions
+from harness.prepare import load_run_splits, make_dataset
 from harness.record import RunRecord, failure_reason, now
-from harness.results import ResultsStore
+from harness.results import OnStored, ResultsStore
 from harness.suite import ResolvedRun
 from harness.train import NullProgress, Progress, fit
 
@@ -50,6 +53,9 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
             check_weights(cfg.model, cfg.init)
         except HarnessError as exc:
             raise HarnessError(f"{run.where('model')}: {exc}") from None
+        problem = build_problem(cfg.model, cfg.init, cfg.attention, run.head.cls, run.head_options)
+        if problem is not None:  # a pooler the family lacks, sdpa it has not: before any run
+            raise HarnessError(f"{run.where(problem[0])}: {problem[1]}")
         limit = max_positions(config)
         if limit is not None and cfg.max_len > limit:
             raise HarnessError(
@@ -60,7 +66,7 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
             load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
         except HarnessError as exc:
             raise HarnessError(f"{run.where('tokenizer' if cfg.tokenizer else 'model')}: {exc}") from None
-        data_key = (cfg.dataset.model_dump_json(), str(run.base_dir), cfg.data_dir, cfg.eval_split)
+        data_key = (cfg.dataset.model_dump_json(), str(run.base_dir), cfg.data_dir, cfg.eval_split, cfg.test_split)
         if data_key not in checked:
             dataset = make_dataset(run)
             dataset.check()
@@ -70,9 +76,8 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
                     f"{run.where('target')}: dataset '{cfg.dataset.name}' reports no metric {unknown[0]!r} "
                     f"(it reports {', '.join(dataset.metrics)})"
                 )
-            # read both splits now: a broken row fails in a second, not after hours of runs
-            for split in ("train", cfg.eval_split):
-                load_run_split(run, dataset, split)
+            # read the splits now (and carve): a broken row fails in a second, not after hours of runs
+            load_run_splits(run, dataset)
             checked.add(data_key)
     return list(warnings)
 
@@ -112,51 +117,83 @@ def label(run: ResolvedRun) -> str:
     )
 
 
-class SuiteProgress(Progress, Protocol):
-    """What :func:`run_suite` tells a display (``harness.progress.RichProgress`` is one)."""
+class SuiteProgress(Protocol):
+    """What :func:`run_suite` tells a display (``harness.progress.RichProgress`` is one):
+    each run started gets a :class:`~harness.train.Progress` of its own (several at once
+    with ``--jobs``), handed back when the run ends."""
 
-    def start_run(self, label: str) -> None: ...
-    def end_run(self, record: dict[str, Any] | None) -> None: ...
+    def start_run(self, label: str) -> Progress: ...
+    def end_run(self, run: Progress, record: dict[str, Any] | None) -> None: ...
     def skip_run(self) -> None: ...
 
 
-class NullSuiteProgress(NullProgress):
-    def start_run(self, label: str) -> None:
-        pass
+class NullSuiteProgress:
+    def start_run(self, label: str) -> Progress:
+        return NullProgress()
 
-    def end_run(self, record: dict[str, Any] | None) -> None:
+    def end_run(self, run: Progress, record: dict[str, Any] | None) -> None:
         pass
 
     def skip_run(self) -> None:
         pass
 
 
+class Cluster(Protocol):
+    """Runs a suite's runs as jobs of a scheduler (:class:`harness.slurm.Cluster`)."""
+
+    def run(self, runs: Sequence[ResolvedRun], out_dir: Path, progress: SuiteProgress,
+            keep: Callable[[dict[str, Any]], None], *, label: Callable[[ResolvedRun], str],
+            suite_name: str | None) -> None: ...
+
+
+# long: the one place a suite's runs are dispatched (in this process, N at once, or to a cluster) and stored
 def run_suite(
     runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, progress: SuiteProgress | None = None,
-    suite_name: str | None = None, isolation: str = "process",
+    suite_name: str | None = None, isolation: str = "process", on_stored: OnStored | None = None,
+    jobs: int = 1, cluster: Cluster | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or skip, when already finished) every run; return their records in suite order.
     ``suite_name`` is recorded with each run (``harness report`` titles its table with it);
     ``progress`` hears of every run, epoch and step; ``isolation``: ``process``,
-    each run in a fresh process (:func:`harness.launch.launch`), or ``none``, in this one."""
-    store = ResultsStore(out_dir)
+    each run in a fresh process (:func:`harness.launch.launch`), up to ``jobs`` at once
+    (:func:`harness.executors.run_here`), or ``none``, in this one; ``cluster``: submit
+    them as jobs instead (:mod:`harness.slurm`); ``on_stored`` hears of each record the
+    store writes (:func:`harness.export.notifier`)."""
+    store = ResultsStore(out_dir, on_stored=on_stored)
     progress = progress or NullSuiteProgress()
+
+    def keep(record: dict[str, Any]) -> None:  # every record of a run this process saw end
+        if suite_name:
+            record["suite"] = suite_name
+        store.add(record)
+
     with sigterm_as_interrupt():
-        for run in runs:
-            if not rerun and store.finished(run.run_id):
-                progress.skip_run()
-                continue
-            progress.start_run(label(run))
-            record = _train(run, out_dir, progress, isolation)
-            if record is not None:  # None: a node of a multi-node run without rank 0 (that node records it)
-                if suite_name:
-                    record["suite"] = suite_name
-                store.add(record)
-            progress.end_run(record)
-    return [store.records[r.run_id] for r in runs if r.run_id in store.records]
+        # runs that finished after the harness run that started them was killed
+        for spec, record in orphans(out_dir):
+            if not store.finished(record["run_id"]):
+                keep(record | {"parallel": {**spec.get("parallel", {}), "beside": None}})
+        pending = [r for r in runs if rerun or not store.finished(r.run_id)]
+        for _ in range(len(runs) - len(pending)):
+            progress.skip_run()
+        if cluster is not None:
+            cluster.run(pending, out_dir, progress, keep, label=label, suite_name=suite_name)
+        elif isolation == "none":
+            for run in pending:
+                handle = progress.start_run(label(run))
+                record = _train(run, out_dir, handle, isolation)
+                if record is not None:  # None: a node of a multi-node run without rank 0 (that node records it)
+                    record["parallel"] = {"executor": HERE, "jobs": 1, "beside": 0,
+                                          "threads": torch.get_num_threads(), "cpus": None, "gpus": None}
+                    keep(record)
+                progress.end_run(handle, record)
+        else:
+            run_here(pending, out_dir, progress, keep, jobs=jobs, label=label)
+    # jobs stored their records themselves: the file as it is now
+    records = ResultsStore(out_dir).records if cluster is not None else store.records
+    return [records[r.run_id] for r in runs if r.run_id in records]
 
 
-def _train(run: ResolvedRun, out_dir: Path, progress: SuiteProgress, isolation: str) -> dict[str, Any] | None:
+def _train(run: ResolvedRun, out_dir: Path, progress: Progress, isolation: str) -> dict[str, Any] | None:
     """One run's record: from its own process, or trained here (a fault recorded ``failed``)."""
     if isolation == "process" or run.config.world_size > 1:
         return launch(run, out_dir, progress)

@@ -1,5 +1,7 @@
 """The process a run trains in: what ``python -m harness.worker WORKDIR`` starts (one per
-run), or ``torchrun ... -m harness.worker WORKDIR`` (one per rank of a data-parallel run).
+run), or ``torchrun ... -m harness.worker WORKDIR`` (one per rank of a data-parallel run;
+torchrun itself started as ``python -m harness.worker --guard PID torchrun...``, which
+makes it die with ``harness run``).
 
 It reads the resolved run the parent wrote (``WORKDIR/spec.json``), looks its plugins up
 again (built-ins, entry points, and the local modules the run's plugins came from),
@@ -22,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.launch import ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventProgress
+from harness.launch import CPUS_ENV, ERROR_GLOB, EVENTS, RANK0, RECORD, SPEC, EventProgress
 
 
 def rebuild_run(spec: dict[str, Any]):
@@ -39,12 +41,34 @@ def rebuild_run(spec: dict[str, Any]):
     return run
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker if torchrun dies (so a killed launcher leaves none)."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent dies (``harness run``, or torchrun),
+    so a killed ``harness run`` leaves no run training for nobody. ``parent``: the pid the
+    parent should have; if it is gone already (it died before the request), exit now."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
+            pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def guard(argv: Sequence[str]) -> None:
+    """``python -m harness.worker --guard PARENT_PID CMD...``: run CMD (torchrun) in this
+    process, killed when ``harness run`` dies; the request survives the exec."""
+    _die_with_parent(int(argv[0]))
+    os.execv(argv[1], list(argv[1:]))
+
+
+def _pin_cores() -> None:
+    """Pin this process (its threads, torch's included) to the cores :class:`RunProcess`
+    gave it (``HARNESS_CPUS``), before torch starts its threads."""
+    cpus = os.environ.get(CPUS_ENV)
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+        except (OSError, ValueError):  # a core that went away: run unpinned
             pass
 
 
@@ -56,10 +80,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--guard":
+        guard(argv[1:])
     workdir = Path(argv[0])
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1  # started by torchrun
-    _die_with_parent()
+    parent = os.environ.get("HARNESS_PARENT_PID")
+    _die_with_parent(int(parent) if parent and "TORCHELASTIC_RUN_ID" not in os.environ else None)
+    _pin_cores()
     if rank == 0:
         (workdir / RANK0).touch()  # this node records the run
     progress = None
