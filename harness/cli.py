@@ -33,6 +33,11 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
         "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH",
         help="load a local plugin module (a module name or a .py file); repeatable",
     )
+    p.add_argument(
+        "--export", dest="exports", action="append", default=[], metavar="NAME",
+        help="send each stored record to this exporter (tensorboard, mlflow), besides the suite's `export:`; "
+        "repeatable",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -65,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="process (default): each run in a fresh process of its own, so its memory and state are its own "
         "and a crash fails only that run; none: in this process, for a debugger or a profiler",
     )
+    run.add_argument(
+        "--jobs", type=_positive_int, default=1, metavar="N",
+        help="runs at once on this machine, each in its own process with its own share: on a CPU cores // N "
+        "cores (pinned) and as many threads, on GPUs one run per GPU (--nproc GPUs per run). Runs beside each "
+        "other slow each other down; each record says how many ran beside it (docs/sweeps.md)",
+    )
+    run.add_argument(
+        "--executor", choices=("slurm", "local"),
+        help="submit each run as a job through submitit: slurm, to a SLURM cluster (the suite's `slurm:` "
+        "section and --slurm set the jobs); local, submitit's local executor on this machine. Default: "
+        "`harness run` starts the runs itself (--jobs at once)",
+    )
+    run.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE",
+        help="a job setting over the suite's `slurm:` section: partition, time, gpus_per_run, cpus_per_run, "
+        "mem_gb, array_parallelism, account, qos, constraint, setup, additional; repeatable",
+    )
+    run.add_argument(
+        "--no-wait", action="store_true",
+        help="with --executor slurm: submit and return; each job stores its record when it ends, and the "
+        "same command again shows the table and reruns what failed",
+    )
 
     validate = sub.add_parser("validate", help="check a suite and print its expanded runs; runs nothing")
     _add_suite_args(validate)
@@ -92,8 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("table", "md", "csv"), default="table",
                      help="table (default), md: markdown for a README or a PR, csv: plain numbers")
     rep.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
-    rep.add_argument("--plot", metavar="PNG", help="also draw epoch time and the main metric against a swept key")
-    rep.add_argument("--x", metavar="KEY", help="the plot's x axis (default: max_len, or the swept numeric key)")
+    rep.add_argument("--plot", metavar="PNG", nargs="?", const="",
+                     help="also draw epoch time and the main metric against a swept key (with --x time: the score "
+                          "against epoch time, the Pareto front marked); default file: plot.png (tradeoff.png) in "
+                          "the results directory")
+    rep.add_argument("--x", metavar="KEY", help="the plot's x axis (default: max_len, or the swept numeric key); "
+                                                "time: the score against epoch time, one point per configuration")
     rep.add_argument("--group", metavar="KEY", action="append",
                      help="one plot line per value of KEY (default: every other key that varies); repeatable")
 
@@ -112,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
+    """The suite, its resolved runs, and the plugin manager (the exporters switched on in it)."""
+    from harness.export import switch_on
     from harness.plugins import load_registry
     from harness.suite import load_suite, parse_set, resolve
 
@@ -120,26 +153,37 @@ def _load(args: argparse.Namespace):
     if args.nproc is not None:
         overrides["launcher.nproc"] = args.nproc
     # suite-named modules are relative to the suite file, --plugin ones to the working directory
-    local = [*suite.plugins, *(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugins)]
+    local = _local_plugins(args, suite)
     registry = load_registry(local, base_dir=suite.path.parent)
-    return suite, resolve(suite, registry, overrides)
+    switch_on(registry.pm, suite, args.exports)
+    return suite, resolve(suite, registry, overrides), registry.pm
+
+
+def _local_plugins(args: argparse.Namespace, suite) -> list[str]:
+    """The suite's plugin modules (relative to the suite file) and --plugin ones (to the working directory)."""
+    return [*suite.plugins, *(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugins)]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness import report
+    from harness.slurm import settings
 
-    suite, runs = _load(args)
-    report.print_runs(suite.name, [r.record_config() | {"run_id": r.run_id} for r in runs])
+    suite, runs, _ = _load(args)
+    if suite.slurm:
+        settings(suite.slurm, suite.where, {})
+    report.print_runs(suite.name, [r.record_config() | {"run_id": r.run_id} for r in runs], suite.description)
     return ExitCode.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import report, summary
+    from harness.export import notifier
     from harness.progress import RichProgress
     from harness.results import ResultsStore, check_out_dir, prepare_out_dir
     from harness.runner import preflight, run_suite
 
-    suite, runs = _load(args)
+    suite, runs, pm = _load(args)
+    cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
     for warning in preflight(runs):
@@ -152,12 +196,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(--rerun runs them again)"
         )
     try:
-        with RichProgress(len(runs), enabled=not args.no_progress) as progress:
+        at_once = cluster.jobs if cluster else args.jobs
+        with RichProgress(len(runs), enabled=not args.no_progress, jobs=at_once) as progress:
             records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name,
-                                isolation=args.isolation)
+                                isolation=args.isolation, on_stored=notifier(pm), jobs=args.jobs, cluster=cluster)
     except KeyboardInterrupt:
         report.print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
+    if cluster is not None and not cluster.wait and cluster.in_flight:
+        report.print_note(f"submitted; each job stores its record in {out / 'results.jsonl'} as it ends "
+                          f"(`harness report {out}` shows them; the same command again reruns what failed)")
+        return ExitCode.OK
     report.print_table(records, title=summary.table_title(records, suite.name))
     report.print_note(f"results: {out / 'results.jsonl'}")
     if not args.no_plot:
@@ -179,10 +228,53 @@ def interrupted_note(args: argparse.Namespace, out: Path) -> str:
         command += ["--set", item]
     for plugin in args.plugins:
         command += ["--plugin", plugin]
+    for name in args.exports:
+        command += ["--export", name]
+    command += [*(["--jobs", str(args.jobs)] if args.jobs > 1 else []),
+                *(["--executor", args.executor] if args.executor else []),
+                *(a for item in args.slurm for a in ("--slurm", item))]
+    if args.executor == "slurm":
+        abandoned = "the jobs go on and store their records"
+    else:
+        abandoned = "the runs in progress were abandoned" if args.jobs > 1 else "the run in progress was abandoned"
     return (
-        f"interrupted: {kept} finished run{'s' if kept != 1 else ''} kept in {path}; the run in progress "
-        f"was abandoned. To resume: {shlex.join(command)}"
+        f"interrupted: {kept} finished run{'s' if kept != 1 else ''} kept in {path}; {abandoned}. "
+        f"To resume: {shlex.join(command)}"
     )
+
+
+def _cluster(args: argparse.Namespace, suite, runs):
+    """The scheduler the runs go to (``--executor``), or None: ``harness run`` runs them;
+    the options that do not go together are refused here, before anything is written."""
+    if args.jobs > 1 and args.isolation == "none":
+        raise HarnessError("--jobs runs each run in a process of its own; --isolation none trains in this one, "
+                           "one run at a time: drop one of them")
+    multi = next((r for r in runs if r.config.launcher.nnodes > 1), None)
+    if (args.jobs > 1 or args.executor) and multi is not None:
+        raise HarnessError(f"{multi.where('launcher')}: a multi-node run (nnodes {multi.config.launcher.nnodes}) "
+                           "needs every node to run the suite in the same order: drop --jobs and --executor")
+    if args.executor is None:
+        for option, given in (("--slurm", args.slurm), ("--no-wait", args.no_wait)):
+            if given:
+                raise HarnessError(f"{option} goes with --executor slurm (or local)")
+        return None
+    if args.jobs > 1:
+        raise HarnessError(f"--jobs is for runs that `harness run` starts itself; with --executor {args.executor} "
+                           "the scheduler runs the jobs (--slurm array_parallelism=N caps how many at once)")
+    if args.isolation == "none":
+        raise HarnessError(f"--isolation none trains in this process; --executor {args.executor} in jobs: drop one")
+    if args.no_wait and args.executor == "local":
+        raise HarnessError("--no-wait goes with --executor slurm: the local executor's jobs stop with `harness run`")
+    from harness.slurm import Cluster, settings
+    from harness.suite import parse_set
+
+    slurm = settings(suite.slurm, suite.where, parse_set(args.slurm, "--slurm", "partition=gpu"))
+    export = None
+    if suite.export or args.exports:  # the jobs switch the same exporters on (harness.slurm._job_exporters)
+        export = {"suite": str(suite.path.resolve()), "plugins": _local_plugins(args, suite), "names": args.exports}
+    cluster = Cluster(args.executor, slurm, wait=not args.no_wait, export=export)
+    cluster.check()
+    return cluster
 
 
 def _plot_after_run(records, path: Path, title: str) -> None:
@@ -204,8 +296,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness import report, summary
     from harness.results import read_records
 
-    if (args.x or args.group) and not args.plot:
+    if (args.x or args.group) and args.plot is None:
         raise HarnessError("--x and --group shape the plot; add --plot FILE.png")
+    if args.x == "time" and args.group:
+        raise HarnessError("--group shapes the lines of a sweep plot; --x time draws one point per configuration")
     if args.output and args.format == "table":
         raise HarnessError("--output writes md or csv; add --format md or --format csv")
     records = read_records(args.dir)
@@ -220,11 +314,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             report.print_note(f"{args.format}: {args.output}")
         else:
             report.print_text(text)
-    if args.plot:
-        from harness import plot
+    if args.plot is not None:
+        from harness import plot, tradeoff
 
-        plot.write_plot(records, args.plot, x=args.x, group=args.group, title=summary.suite_names(records, fallback))
-        report.print_note(f"plot: {args.plot}")
+        folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
+        name = summary.suite_names(records, fallback)
+        if args.x == tradeoff.TIME:
+            path = tradeoff.write_tradeoff(records, args.plot or folder / "tradeoff.png", title=name)
+        else:
+            path = plot.write_plot(records, args.plot or folder / "plot.png", x=args.x, group=args.group, title=name)
+        report.print_note(f"plot: {path}")
     return ExitCode.OK
 
 

@@ -71,8 +71,48 @@ class Subset(Strict):
     )
 
 
+class ValidationFromTrain(Strict):
+    """The validation split carved out of train, as the tutorial does (``random_split`` 90/10)."""
+
+    size: int | float = Field(
+        description="how many training examples become the validation split: a share (0 < x < 1; the "
+        "validation split gets the rest after int((1 - x) x N) stay in train, the tutorial's 90/10 of 8,551: "
+        "856) or a number of examples"
+    )
+    seed: int = Field(
+        0, description="seed of the carve; independent of the run's `seed` and of `dataset.subset.seed`"
+    )
+    by: Literal["random", "stratified"] = Field(
+        "random",
+        description="`random`: torch's `random_split` of the train split with a generator seeded `seed` (the "
+        "tutorial's); `stratified`: each label keeps its share on both sides",
+    )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _a_number(cls, size: Any) -> Any:
+        if not isinstance(size, (int, float)) or isinstance(size, bool):  # not the union's `size.int` path
+            raise PydanticCustomError("float_type", "Input should be a number")
+        return size
+
+    @field_validator("size")
+    @classmethod
+    def _share_or_count(cls, size: int | float) -> int | float:
+        if not (0 < size < 1 if isinstance(size, float) else size >= 1):
+            raise PydanticCustomError(
+                "share", "expected a share between 0 and 1 (exclusive) or a whole number of examples"
+            )
+        return size
+
+
 class DatasetRef(PluginRef):
     subset: Subset = Field(default_factory=Subset)
+    validation_from_train: ValidationFromTrain | None = Field(
+        None,
+        description="carve the validation split out of the train split (`{size: 0.1, seed: 42, by: random}`): "
+        "the carved examples are the validation split (the dataset's own is not read), training and "
+        "`dataset.subset.train` use the rest; null: the dataset's own validation split",
+    )
 
 
 class Launcher(Strict):
@@ -110,7 +150,9 @@ class RunConfig(Strict):
         description="`minilm` (the embedded MiniLM, offline), a Hugging Face name (from the local cache, or "
         "downloaded when the hub is reachable), a local checkpoint directory (`config.json` and "
         "`model.safetensors`); with `init: random` also an architecture: `bert-base`, `bert-large`, "
-        "`minilm`, `bert-tiny`",
+        "`minilm`, `bert-tiny`. A list (`[bert-base-uncased, minilm]`, in `defaults`, `runs` or `on_cpu`; in a "
+        "`matrix` a list inside the list): the first one this machine has, or can download; a note says which, "
+        "the record holds it",
     )
     init: Literal["pretrained", "random"] = Field(
         "pretrained",
@@ -134,7 +176,8 @@ class RunConfig(Strict):
     )
     head: PluginRef = Field(
         default_factory=lambda: PluginRef(name="linear"),
-        description="the classification head: `linear`, `cls`, `mean`, `mlp` or a plugin's",
+        description="the classification head: `linear`, `cls`, `mean`, `mlp`, `auto` (the model family's own) "
+        "or a plugin's",
     )
     max_len: int = Field(
         128, ge=2,
@@ -208,6 +251,12 @@ class RunConfig(Strict):
         "validation",
         description="the split evaluated after each epoch, whose metrics the record and the table report",
     )
+    test_split: Literal["validation", "test"] | None = Field(
+        None,
+        description="a split evaluated once, after the last epoch (the tutorial's final MCC on the "
+        "out-of-domain set: `test` of `cola`): the record's `test_metrics`, the table's `test` columns; "
+        "not timed as epoch time; null: none",
+    )
     data_dir: str | None = Field(
         None,
         description="the folder holding one folder per dataset; null: `$HARNESS_DATA_DIR`, then the cache "
@@ -221,6 +270,15 @@ class RunConfig(Strict):
         "of the run id",
     )
     launcher: Launcher = Field(default_factory=Launcher, description="data-parallel workers through torchrun")
+
+    @field_validator("test_split")
+    @classmethod
+    def _not_the_eval_split(cls, split: str | None, info: ValidationInfo) -> str | None:
+        if split is not None and split == info.data.get("eval_split"):
+            raise PydanticCustomError(
+                "same_split", "expected a split other than the eval_split (evaluated after each epoch already), or null"
+            )
+        return split
 
     @property
     def world_size(self) -> int:
@@ -252,8 +310,26 @@ def _keys(
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # nested: dotted keys
             yield from _keys(annotation, value, f"{prefix}{name}.", field.description or "")
             continue
+        optional = _optional_model(annotation)
+        if optional is not None and value is None:  # off by default: the key, then its keys when given
+            yield f"{prefix}{name}", "mapping \\| null", "null", field.description or inherited
+            for sub, sub_field in optional.model_fields.items():
+                default = "(required)" if sub_field.is_required() else _yaml(sub_field.default)
+                kind = _type_text(sub_field.annotation, sub_field.metadata)
+                yield f"{prefix}{name}.{sub}", kind, default, sub_field.description or ""
+            continue
         # a plugin's `name` says what its parent key says (dataset.name: the dataset ...)
         yield f"{prefix}{name}", _type_text(annotation, field.metadata), _yaml(value), field.description or inherited
+
+
+def _optional_model(annotation: Any) -> type[BaseModel] | None:
+    """``X`` of an ``X | None`` annotation whose ``X`` is a model (a nested key that is off by default)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
 
 
 def _type_text(annotation: Any, metadata: typing.Sequence[Any] = ()) -> str:

@@ -75,6 +75,8 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager, sources: dict[str, str]):
         self.pm = pm
+        #: plugin name -> where it comes from (built-in, a distribution, a local module)
+        self.sources = sources
         self.entries: dict[str, dict[str, Registered]] = {family: {} for family in FAMILIES}
         plugins = pm.get_plugins()
         for family, (hook_name, base) in FAMILIES.items():

@@ -30,7 +30,7 @@ Status = Literal["ok", "diverged", "failed"]
 #: the record format's version, ``major.minor``: a minor step only adds fields; a new major
 #: one changes or removes some, and readers refuse a major newer than theirs. Bump it with
 #: the JSON Schema, docs/results.schema.json (tests/test_record_schema.py checks both)
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: what the record's JSON Schema is: one per major version (minor steps only add fields)
 SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
@@ -152,8 +152,10 @@ class RunRecord(BaseModel):
 
     run_id: str = Field(
         description="the first 12 hex digits of the SHA-256 of the resolved `config` (as sorted JSON) without "
-        "`data_dir` and `launcher.rdzv_endpoint`, `rdzv_backend`, `rdzv_id`, `timeout`: the same run gets the "
-        "same id on every machine. Resume skips, and `harness compare` matches, runs by it"
+        "`data_dir` and `launcher.rdzv_endpoint`, `rdzv_backend`, `rdzv_id`, `timeout`, and without `test_split` "
+        "and `dataset.validation_from_train` while they are null (keys added later: a run that does not use them "
+        "keeps the id it had before): the same run gets the same id on every machine. Resume skips, and "
+        "`harness compare` matches, runs by it"
     )
     status: Status = Field(
         description="`ok`: every epoch trained, the loss finite; `diverged`: the training loss became NaN or "
@@ -206,10 +208,13 @@ class RunRecord(BaseModel):
     )
     data: dict[str, Any] | None = Field(
         None,
-        description="per split (`train`, and the `eval_split`): `examples` (used), `of` (the split's size), and "
-        "when a subset was drawn from it `seed`, `stratified` (true) and `indices_sha256` (16 hex digits of the "
-        "SHA-256 of the drawn positions: the exact examples); `labels`: the dataset's label names, in class "
-        "order. Absent from a `failed` run",
+        description="per split (`train`, the `eval_split`, and the `test_split` if any): `examples` (used), `of` "
+        "(the split's size), and when a subset was drawn from it `seed`, `stratified` (true) and `indices_sha256` "
+        "(16 hex digits of the SHA-256 of the drawn positions: the exact examples); with "
+        "`dataset.validation_from_train`, `train` and `validation` also hold `validation_from_train`: the carve's "
+        "`size`, `seed`, `by`, `of` (the train split's size before it), `train` and `validation` (examples on each "
+        "side) and `indices_sha256` (of the carved positions in the train split), `of` of `train` then being what "
+        "the carve left; `labels`: the dataset's label names, in class order. Absent from a `failed` run",
     )
     main_metric: str | None = Field(
         None,
@@ -274,6 +279,25 @@ class RunRecord(BaseModel):
         "not learned past the majority class yet (MCC 0.000), however its accuracy reads; the tables mark it. "
         "Train longer or at a larger learning rate. Null for a `diverged` run",
     )
+    test_metrics: dict[str, float] | None = Field(
+        None,
+        description="with `test_split`: the dataset's metrics on that split, evaluated once after the last epoch "
+        "(the tutorial's final MCC on CoLA's out-of-domain set), apart from the per-epoch `metrics` of the "
+        "`eval_split`; null without `test_split` or when the run diverged",
+    )
+    test_metrics_ci95: dict[str, list[float]] | None = Field(
+        None,
+        description="each test metric's 95% percentile-bootstrap interval `[low, high]` over the test split, as "
+        "`metrics_ci95`",
+    )
+    test_seconds: float | None = Field(
+        None,
+        description="wall seconds of the test evaluation (batching and predicting the `test_split`, as "
+        "`epochs[].eval_seconds`); no part of any epoch's time",
+    )
+    test_one_class: bool | None = Field(
+        None, description="true when the test evaluation predicted one class for every example (see `one_class`)"
+    )
     target: dict[str, Any] | None = Field(
         None,
         description="with the `target` key (MLPerf's time to target): `thresholds`, `reached`, `epoch` (the first "
@@ -298,6 +322,18 @@ class RunRecord(BaseModel):
         None,
         description="`failed` only: the path of the file holding the traceback, or torchrun's output for a "
         "data-parallel run (`<out>/logs/<run_id>.log`); absent otherwise",
+    )
+    parallel: dict[str, Any] | None = Field(
+        None,
+        description="how the run was scheduled: `executor` (`here`: started by `harness run` itself; `slurm`: a "
+        "SLURM job; `local`: a job of submitit's local executor), `jobs` (runs allowed at once: `--jobs`, or the "
+        "SLURM array's `array_parallelism`), `beside` (the most other runs of the suite that trained at the same "
+        "time on this machine while this one ran: 0, it ran alone; null when not known: a job, whose node the "
+        "scheduler may share, or a run stored after its `harness run` was killed), `threads` (torch's intra-op "
+        "threads per process), `cpus` (the cores it was pinned to; null: not pinned), `gpus` (the GPUs handed "
+        "to it as `CUDA_VISIBLE_DEVICES`; null: left as it was) and for a job `job_id`. Runs that ran beside "
+        "each other shared cores, caches and the memory bus: their times are comparable with runs measured "
+        "alike, not with runs measured alone (see docs/sweeps.md). Absent when no suite ran it",
     )
 
     # -- constructors --------------------------------------------------------------
@@ -334,7 +370,7 @@ class RunRecord(BaseModel):
             for key in ("model_info", "data", "main_metric", "warmup_seconds", "compile_seconds"):
                 if data.get(key) is None:
                     data.pop(key, None)
-        for key in ("suite", "log"):
+        for key in ("suite", "log", "parallel"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

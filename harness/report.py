@@ -16,7 +16,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from harness.summary import column_label, flatten, rows, varied_keys
+from harness.summary import TEST, column_label, flatten, rows, varied_keys
+
+#: the mark of a configuration on the Pareto front of epoch time and score (the ``pareto`` column)
+PARETO = "★"
+
+
+def _metric_column(field: str) -> str:
+    """A metric's column: ``mcc``; a test metric's ``test mcc`` (row field ``test_mcc``)."""
+    return f"test {field[len(TEST):]}" if field.startswith(TEST) else field
 
 
 class _Consoles:
@@ -82,7 +90,8 @@ def _count_flag(n: int, runs: int, what: str) -> str:
 
 
 def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -> str | None:
-    """What the intervals and flags of a table mean, in a line under it (rich only)."""
+    """What the intervals and flags of a table mean, in a line under it (rich only);
+    ``metric_names``: the row fields of every metric column (``mcc``, ``test_mcc``)."""
     names = ["epoch_seconds", *metric_names]
     parts = []
     if any(r.get(n + "_ci") == "t" for r in table_rows for n in names):
@@ -90,6 +99,12 @@ def _legend(table_rows: Sequence[dict[str, Any]], metric_names: Sequence[str]) -
                      "(Student's t, k-1 degrees of freedom)")
     if any(r.get(n + "_ci") == "bootstrap" for r in table_rows for n in metric_names):
         parts.append("a [lo, hi]: one run's metric with its 95% bootstrap interval over the evaluation set")
+    if any(n.startswith(TEST) for n in metric_names):
+        parts.append("test: evaluated once on the test_split after the last epoch")
+    pareto = next((r["_pareto_metric"] for r in table_rows if r.get("pareto") is not None), None)
+    if pareto:
+        parts.append(f"{PARETO}: on the Pareto front of epoch time and {_metric_column(pareto)}: no other "
+                     "configuration is at least as fast and as accurate, and better in one")
     if any(r.get("busy") for r in table_rows):
         parts.append("busy: measured while other processes took the CPU; its times are not comparable")
     if any(r.get("one_class") for r in table_rows):
@@ -122,13 +137,16 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
     """:func:`table_cells`, and the legend of its intervals and flags."""
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
+    metric_names = [*metric_names, *(TEST + m for m in (table_rows[0]["_test_metrics"] if table_rows else []))]
+    show_pareto = any(r["pareto"] is not None for r in table_rows)
     show_runs = any(r["runs"] > 1 for r in table_rows)
     # columns that only mean something for some runs: a GPU's peak share, compile time
     show_share = any(r["peak_share"] is not None for r in table_rows)
     show_compile = any(r["compile_seconds"] is not None for r in table_rows)
     header = [column_label(k) for k in keys] + (["runs"] if show_runs else []) + [
         "status", "epoch s", "eval s", "real tok/s", "TFLOP/s", *(["% bf16 peak"] if show_share else []),
-        "pad waste", "peak mem", *(["compile s"] if show_compile else []), *metric_names
+        "pad waste", "peak mem", *(["compile s"] if show_compile else []), *map(_metric_column, metric_names),
+        *(["pareto"] if show_pareto else []),
     ]
     cells, statuses = [], []
     for r in table_rows:
@@ -147,6 +165,7 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
             *([_fmt(r["compile_seconds"], None, 1)] if show_compile else []),
         ]
         line += [_estimate_cell(r, m) for m in metric_names]
+        line += [PARETO if r["pareto"] else ""] if show_pareto else []
         cells.append(line)
         statuses.append(r["status"])
     return header, cells, statuses, _legend(table_rows, metric_names)
@@ -200,17 +219,21 @@ def csv_table(records: Sequence[dict[str, Any]]) -> str:
     of the mean when n >= 2; for a single run's metric its 95% bootstrap interval over the
     evaluation set; ``_ci`` says which (``t``, ``bootstrap``, empty). ``busy``: how many
     of the row's runs were measured while other processes took the CPU; ``one_class``: how
-    many predicted one class for every evaluated example."""
+    many predicted one class for every evaluated example. A test metric (the final evaluation
+    on the ``test_split``) is ``test_mcc``; ``pareto``: true on the Pareto front of epoch time
+    and the score (:func:`harness.summary.tradeoff_metric`), false off it, empty when not judged."""
     keys, table_rows = rows(records)
     metric_names = table_rows[0]["_metrics"] if table_rows else []
+    metric_names = [*metric_names, *(TEST + m for m in (table_rows[0]["_test_metrics"] if table_rows else []))]
     fields = ["epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"]
     paired = [*fields, *metric_names]
     suffixes = ("", "_spread", "_n", "_ci_low", "_ci_high", "_ci")
-    header = [column_label(k) for k in keys] + ["runs", "status", "error", "busy", "one_class", "peak_memory_bytes"]
+    header = [column_label(k) for k in keys] + ["runs", "status", "error", "busy", "one_class", "pareto",
+                                                "peak_memory_bytes"]
     header += [name + suffix for name in paired for suffix in suffixes]
     lines = []
     for r in table_rows:
-        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["busy"], r["one_class"],
+        line = [r[k] for k in keys] + [r["runs"], r["status"], r["error"], r["busy"], r["one_class"], r["pareto"],
                                        r["peak_memory_bytes"]]
         line += [r[name + suffix] for name in paired for suffix in suffixes]
         lines.append(["" if v is None else v for v in line])
@@ -263,12 +286,15 @@ RUN_COLUMNS = ("model", "init", "dataset.name", "strategy.name", "head.name", "m
                "epochs", "lr", "seed", "device", "precision")
 
 
-def print_runs(suite_name: str, configs: Sequence[dict[str, Any]]) -> None:
-    """The expanded runs of a suite (``harness validate``): what they share, then what varies."""
+def print_runs(suite_name: str, configs: Sequence[dict[str, Any]], description: str = "") -> None:
+    """The expanded runs of a suite (``harness validate``): its description, what the runs
+    share, then what varies."""
     keys = varied_keys([{"config": c} for c in configs])
     flat = [flatten(c) for c in configs]
     shared = {k: v for k, v in flat[0].items() if k not in keys and k != "run_id"} if flat else {}
-    consoles.out.print(f"[bold]{suite_name}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
+    consoles.out.print(f"[bold]{escape(suite_name)}[/bold]: {len(configs)} run{'s' if len(configs) != 1 else ''}")
+    if description.strip():
+        consoles.out.print(_text(" ".join(description.split())), soft_wrap=True)
     consoles.out.print("  ".join(f"{k}={v}" for k, v in shared.items()), highlight=False, soft_wrap=True)
     table = Table(header_style="bold")
     table.add_column("#", justify="right")
@@ -280,24 +306,45 @@ def print_runs(suite_name: str, configs: Sequence[dict[str, Any]]) -> None:
 
 
 def print_plugins(registry: Any) -> None:
+    """A table per family (datasets, strategies, heads), then the exporters that
+    ``--export NAME`` or a suite's ``export:`` list switch on: name, where from, options,
+    description (a dataset's metrics; an exporter's extra, and whether it is installed)."""
+    import importlib.util
+
     from harness.base import iter_option_fields
+    from harness.export import DISTRIBUTION, available
+
+    def options(cls: type) -> str:
+        return "\n".join(f"{n}: {t} = {d!r}" for n, t, d, _ in iter_option_fields(cls.Options)) or "—"
 
     titles = {"dataset": "datasets", "strategy": "tokenizer strategies", "head": "heads"}
+    tables: dict[str, list[tuple[str, ...]]] = {}
     for family, entries in registry.entries.items():
-        table = Table(title=titles.get(family, family), header_style="bold", show_lines=True)
+        rows = tables.setdefault(titles.get(family, family), [])
+        for name in sorted(entries):
+            entry = entries[name]
+            extra = ""
+            if family == "dataset":
+                extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
+            rows.append((name, f"{entry.source}\n({entry.plugin})", options(entry.cls), (entry.cls.description or "") + extra))
+    rows = tables.setdefault("exporters (--export NAME, or the suite's export: list)", [])
+    modules = {getattr(module, "__name__", None): name for name, module in registry.pm.list_name_plugin()}
+    for name, cls in sorted(available(registry.pm).items()):
+        plugin = modules.get(cls.__module__, cls.__module__)
+        extra = ""
+        if cls.extra:
+            missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+            state = f"not installed: {', '.join(missing)}" if missing else "installed"
+            extra = f"\nextra: pip install '{DISTRIBUTION}[{cls.extra}]' ({state})"
+        rows.append((name, f"{registry.sources.get(plugin, 'plugin')}\n({plugin})", options(cls), cls.description + extra))
+    for title, rows in tables.items():
+        table = Table(title=title, header_style="bold", show_lines=True)
         table.add_column("name", style="bold")
         table.add_column("from")
         table.add_column("options")
         table.add_column("description")
-        for name in sorted(entries):
-            entry = entries[name]
-            opts = "\n".join(
-                f"{n}: {t} = {d!r}" for n, t, d, _ in iter_option_fields(entry.cls.Options)
-            ) or "—"
-            extra = ""
-            if family == "dataset":
-                extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
-            table.add_row(*map(_text, (name, f"{entry.source}\n({entry.plugin})", opts, (entry.cls.description or "") + extra)))
+        for row in rows:
+            table.add_row(*map(_text, row))
         consoles.out.print(table)
 
 

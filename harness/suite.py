@@ -13,6 +13,8 @@ A suite file::
       - {head: linear}
       - {head: mean}
     on_cpu: {dataset.subset.train: 2048}   # applied only to runs that resolve to the CPU
+    export: [tensorboard]         # exporters each stored record goes to (not part of a run)
+    slurm: {partition: gpu, time: 120}   # `harness run --executor slurm` (harness.slurm.SlurmSettings)
 
 Precedence, from weakest to strongest: built-in defaults < ``defaults`` < ``runs[i]`` <
 ``matrix`` < ``on_cpu`` < ``--set``. Errors name the file, line and key path:
@@ -25,6 +27,7 @@ import copy
 import hashlib
 import itertools
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +42,18 @@ from harness.errors import HarnessError
 from harness.measure import resolve_device, resolve_precision
 from harness.plugins import FAMILIES, Registered, Registry, unknown_name_message
 
-SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu")
+SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu", "export", "slurm")
 PLUGIN_KEYS = tuple(FAMILIES)  # dataset, strategy, head
+log = logging.getLogger(__name__)
 #: config keys that do not change what a run measures, left out of its run_id (dotted: nested)
 NOT_IN_RUN_ID = (
     "data_dir", "target",
     "launcher.rdzv_endpoint", "launcher.rdzv_backend", "launcher.rdzv_id", "launcher.timeout",
 )
+#: config keys added after the first record format, part of a run's id only when set (not
+#: null): a run that does not use them keeps the id it had before they existed, so resume
+#: and `harness compare` still match it with runs recorded then
+IN_RUN_ID_WHEN_SET = ("test_split", "dataset.validation_from_train")
 
 
 # ------------------------------------------------------------------------ the loaded suite
@@ -62,6 +70,10 @@ class Suite:
     runs: list[dict[str, Any]]
     on_cpu: dict[str, Any]
     lines: dict[str, int] = field(default_factory=dict)  # key path -> line in the file
+    #: exporters to switch on (harness.export.switch_on), each a name with options
+    export: list[PluginRef] = field(default_factory=list)
+    #: the jobs' settings for `harness run --executor slurm` (checked by harness.slurm.settings)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def where(self, key_path: str) -> str:
         """``file:line: key.path`` for an error message (the line when known)."""
@@ -92,6 +104,8 @@ class ResolvedRun:
     origin: dict[str, str] = field(default_factory=dict)
     #: the folder relative paths in the config were resolved against (the suite's)
     base_dir: Path = field(default_factory=Path.cwd)
+    #: what resolving chose that a user should hear of (the model of a `model: [a, b]` list)
+    notes: list[str] = field(default_factory=list)
 
     def where(self, key: str) -> str:
         return self.origin.get(key, f"{key} (built-in default)")
@@ -168,12 +182,19 @@ def load_suite(path: str | Path) -> Suite:
             raise HarnessError(f"{suite.where(f'plugins[{i}]')}: expected a module name or path, got {p!r}")
     suite.defaults = _typed(suite, data, "defaults", dict, {})
     suite.on_cpu = _typed(suite, data, "on_cpu", dict, {})
+    suite.slurm = _typed(suite, data, "slurm", dict, {})
     suite.runs = _typed(suite, data, "runs", list, [])
     for i, r in enumerate(suite.runs):
         if not isinstance(r, dict):
             raise HarnessError(f"{suite.where(f'runs[{i}]')}: expected a mapping of config keys, got {r!r}")
     if "runs" in data and not suite.runs:
         raise HarnessError(f"{suite.where('runs')}: empty list; give at least one run or leave `runs` out")
+    for i, ref in enumerate(_typed(suite, data, "export", list, [])):
+        try:
+            suite.export.append(PluginRef.model_validate(ref))
+        except ValidationError as exc:
+            where = lambda loc, i=i: suite.where(f"export[{i}]" + "".join(f".{p}" for p in loc))  # noqa: E731
+            raise _validation_error(exc, PluginRef, where) from None
 
     if "matrix" in data:
         matrix = data["matrix"]
@@ -204,13 +225,13 @@ def _typed(suite: Suite, data: dict, key: str, kind: type, default: Any) -> Any:
 # -------------------------------------------------------------------------- expansion
 
 
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are YAML scalars (``64``, ``null``, ``bf16``)."""
+def parse_set(items: Sequence[str], option: str = "--set", example: str = "max_len=64") -> dict[str, Any]:
+    """``--set key=value`` pairs (or another ``option``'s); values are YAML scalars (``64``, ``null``, ``bf16``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise HarnessError(f"--set {item}: expected key=value, e.g. --set max_len=64")
+            raise HarnessError(f"{option} {item}: expected key=value, e.g. {option} {example}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -406,6 +427,9 @@ def resolve_run(
     ``where(key_path)`` names a key's location in an error (a suite's ``file:line: key``).
     """
     base_dir = Path(base_dir).expanduser().resolve()
+    notes: list[str] = []
+    if isinstance(config, Mapping) and isinstance(config.get("model"), list):
+        config = {**config, "model": first_available(config["model"], config.get("init", "pretrained"), where, notes)}
     if not isinstance(config, RunConfig):
         try:
             config = RunConfig.model_validate(config)
@@ -436,16 +460,43 @@ def resolve_run(
     )
     return ResolvedRun(
         index, config, dataset, dataset_options, strategy, strategy_options, head, head_options,
-        run_id(config), origin or {}, base_dir,
+        run_id(config), origin or {}, base_dir, notes,
     )
 
 
+def first_available(names: list[Any], init: Any, where: Callable[[Sequence[Any]], str], notes: list[str]) -> str:
+    """``model: [bert-base-uncased, minilm]``: the first name this machine has (or can
+    download: :func:`harness.model.unavailable`); what was chosen, and why, goes to ``notes``."""
+    from harness.model import unavailable
+
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise HarnessError(
+            f"{where(('model',))}: expected a model name, or a list of names of which the first available is "
+            f"used, got {names!r}"
+        )
+    init = init if init in ("pretrained", "random") else "pretrained"  # a bad init fails its own validation
+    skipped = []
+    for name in names:
+        why = unavailable(name, init)
+        if why is None:
+            passed = f" ({'; '.join(skipped)})" if skipped else ""
+            notes.append(f"{where(('model',))}: using {name}, the first available of [{', '.join(names)}]{passed}")
+            return name
+        skipped.append(f"{name}: {why}")
+    raise HarnessError(f"{where(('model',))}: none of these models is available here: {'; '.join(skipped)}")
+
+
 def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None = None) -> list[ResolvedRun]:
-    """Validate every run of the suite and look up its plugins. Raises on the first error."""
+    """Validate every run of the suite and look up its plugins. Raises on the first error.
+    What resolving chose (the model of a ``model: [a, b]`` list) is logged, once per choice."""
     out: list[ResolvedRun] = []
     seen: set[str] = set()
     base_dir = suite.path.parent
+    notes: list[str] = []
     for layers in expand(suite, overrides):
+        if any(src.startswith("on_cpu.") for src in layers.source.values()):
+            changed = ", ".join(f"{k}={v}" for k, v in suite.on_cpu.items())
+            notes.append(f"{suite.where('on_cpu')}: the runs resolve to the CPU, so on_cpu applies: {changed}")
         data_dir = layers.data.get("data_dir")
         if isinstance(data_dir, str) and (layers.where(["data_dir"]) or "").startswith("--set "):
             # a data_dir written in the suite is relative to the suite file; one from --set to the cwd
@@ -460,6 +511,8 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
             continue
         seen.add(run.run_id)
         out.append(run)
+    for note in dict.fromkeys([*notes, *(n for run in out for n in run.notes)]):
+        log.info(note)
     return out
 
 
@@ -479,5 +532,12 @@ def run_id(config: RunConfig) -> str:
         top, _, sub = key.partition(".")
         exclude[top] = exclude.get(top, set()) | {sub} if sub else True
     data = config.model_dump(mode="json", exclude=exclude)
+    for key in IN_RUN_ID_WHEN_SET:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) or {}
+        if last in node and node[last] is None:
+            del node[last]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -38,6 +38,12 @@ LATIN_1 = "gj04\t1\t\tA caf\xe9 sentence.\n".encode("latin-1")
 PREVIOUS_RECORD = json.dumps({"run_id": "earlier", "status": "ok", "config": {}, "epochs": [], "metrics": {}}) + "\n"
 
 
+#: tiny configs of two families that differ from BERT (read with init: random, no weights)
+TINY_DISTILBERT = {"model_type": "distilbert", "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}
+TINY_DEBERTA = {"model_type": "deberta-v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "intermediate_size": 64}
+
+
 def versioned_record(version: str) -> str:
     """A results line written by a harness of record format ``version``."""
     return json.dumps({"run_id": "later", "status": "ok", "schema_version": version, "config": {}, "epochs": []}) + "\n"
@@ -124,6 +130,8 @@ class Case:
     #: line number, any other <...> for text that depends on the input
     shape: str
     setup: Callable[[Ctx], list[str]]
+    #: modules of an optional extra the case needs; without one it is skipped
+    needs: tuple[str, ...] = ()
 
 
 def _plugin(ctx: Ctx, name: str, code: str) -> list[str]:
@@ -167,6 +175,31 @@ def _csv_unterminated_quote(c: Ctx) -> list[str]:
     _plugin(c, "csvtoy.py", CSV_DATASET)
     suite = c.suite("name: bad\nplugins: [csvtoy.py]\ndefaults: {dataset: csvtoy}\n")
     return ["run", suite, *tiny(), "--set", f"data_dir={c.tmp / 'data'}"]
+
+
+def _hf(c: Ctx, options: str | Callable) -> list[str]:
+    """A run of dataset 'hf' with ``options``, or with what ``options(test_hf, tmp)`` returns
+    (the builders of tests/test_hf.py write the data into the case's folder); offline, the
+    datasets cache in that folder."""
+    c.env("HF_DATASETS_CACHE", c.tmp / "hf-cache")
+    c.env("HF_HUB_OFFLINE", 1)
+    if callable(options):
+        import test_hf
+
+        options = options(test_hf, c.tmp)
+    body = "name: bad\ndefaults:\n  dataset:\n    name: hf\n    options:\n" + textwrap.indent(options, "      ")
+    return ["run", c.suite(body), *tiny()]
+
+
+#: a CSV of the `files` dataset in Latin-1: line 3 is no UTF-8
+TREC_LATIN_1 = 'question,coarse\n"What is a tapas bar?",DESC\n"Who wrote the caf\xe9 scene?",HUM\n'.encode("latin-1")
+
+
+def _files(c: Ctx, extra: str = "") -> list[str]:
+    """Dataset `files` reading trec.csv (Latin-1) with the options plus ``extra``."""
+    c.file("trec.csv", TREC_LATIN_1)
+    return [c.suite("name: bad\ndefaults:\n  dataset:\n    name: files\n    options: {train: trec.csv, "
+                    f"validation: trec.csv, text: question, label: coarse{extra}}}\n")]
 
 
 def _duplicate_names(c: Ctx) -> list[str]:
@@ -305,6 +338,15 @@ CASES: list[Case] = [
     Case("set-wrong-type", "suite", "--set of a value of the wrong type",
          "--set batch_size: must be > 0, got -1",
          lambda c: ["validate", c.suite("name: ok\n"), "--set", "batch_size=-1"]),
+    Case("carve-size-share", "suite", "a validation carve of a share of 1 or more (a count is an integer)",
+         "<suite>:3: defaults.dataset.validation_from_train.size: expected a share between 0 and 1 (exclusive) or "
+         "a whole number of examples, got 1.5",
+         lambda c: ["validate", c.suite("name: bad\ndefaults:\n  dataset: {name: cola, validation_from_train: "
+                                        "{size: 1.5}}\n")]),
+    Case("test-split-is-eval-split", "suite", "a test split that is already evaluated after each epoch",
+         "<suite>:4: defaults.test_split: expected a split other than the eval_split (evaluated after each epoch "
+         "already), or null, got 'test'",
+         lambda c: ["validate", c.suite("name: bad\ndefaults:\n  eval_split: test\n  test_split: test\n")]),
     # -------------------------------------------------------------------------- data
     Case("data-dir-missing", "data", "data_dir names no directory",
          "data_dir=<tmp>/nowhere: no such directory",
@@ -334,6 +376,39 @@ CASES: list[Case] = [
     Case("csv-unterminated-quote", "data", "a CSV row with an unterminated quote (a CSV dataset: read_rows with QUOTE_MINIMAL)",
          "<tmp>/data/csvtoy/train.csv:4: unterminated quote: the row starting on this line runs to the end of the file",
          _csv_unterminated_quote),
+    Case("files-not-in-encoding", "data", "a `files` dataset file that is not in its encoding (default UTF-8)",
+         "<tmp>/trec.csv:3: not valid UTF-8 (invalid continuation byte); if the file is in another encoding, "
+         "set dataset.options.encoding (e.g. latin-1, cp1252)",
+         lambda c: ["run", *_files(c), *tiny()]),
+    Case("files-unknown-encoding", "data", "a `files` dataset `encoding` that is no Python codec",
+         "<suite>:5: defaults.dataset.options.encoding: unknown encoding (e.g. utf-8, latin-1, cp1252), got 'latin-9x'",
+         lambda c: ["validate", *_files(c, ", encoding: latin-9x")]),
+    Case("hf-not-cached", "data", "an `hf` Hub dataset that is not in the local cache while offline",
+         "dataset 'hf': 'someone/not-cached' (config 'small') is not in the local Hugging Face cache "
+         "(<tmp>/hf-cache) and offline mode is on (HF_HUB_OFFLINE=1); get it on a machine with network: <...>",
+         lambda c: _hf(c, "path: someone/not-cached\nname: small\n"), needs=("datasets",)),
+    Case("hf-missing-column", "data", "an `hf` dataset without the column an option names",
+         "dataset 'hf': <tmp>/saved split 'train' has no column 'sentense' (dataset.options.text); "
+         "its columns: sentence, label",
+         lambda c: _hf(c, lambda hf, t: hf._saved(t).replace("sentence", "sentense")), needs=("datasets",)),
+    Case("hf-label-not-classes", "data", "an `hf` label column that is neither a ClassLabel nor a small set of values",
+         "dataset 'hf': parquet data_files <...> split 'train' label column 'score' is neither a ClassLabel nor a "
+         "small set of values: 300 distinct values (at most 100 are taken as classes; a regression target?); "
+         "name the classes with dataset.options.labels",
+         lambda c: _hf(c, lambda hf, t: hf._many_labels(t)), needs=("datasets",)),
+    Case("hf-missing-split", "data", "an `hf` split named in `splits` that the dataset lacks",
+         "dataset 'hf': <tmp>/saved has no split 'dev' (dataset.options.splits.validation); its splits: train, validation",
+         lambda c: _hf(c, lambda hf, t: hf._saved(t) + "splits: {validation: dev}\n"), needs=("datasets",)),
+    Case("carve-leaves-none", "data", "a validation carve that leaves no training example (checked before any run)",
+         "dataset.validation_from_train.size: 4 of the 4 examples of dataset 'cola' train leaves none for "
+         "training; give fewer than 4 or a share between 0 and 1",
+         lambda c: ["run", c.suite("name: bad\ndefaults:\n  dataset.validation_from_train.size: 4\n"), *tiny(),
+                    "--set", f"data_dir={c.cola()}"]),
+    Case("carve-stratified-one-side", "data", "a stratified carve that would leave a label on one side only",
+         "dataset.validation_from_train.by: stratified: carving 1 of the 4 examples of dataset 'cola' train leaves "
+         "label '1' (2 examples) none in validation; carve more, or use by: random",
+         lambda c: ["run", c.suite("name: bad\ndefaults:\n  dataset.validation_from_train: {size: 1, by: stratified}\n"),
+                    *tiny(), "--set", f"data_dir={c.cola()}"]),
     # ------------------------------------------------------------------------ models
     Case("model-missing-path", "model", "a model path that does not exist",
          "<suite>:3: defaults.model: model './no-such-model': no such checkpoint directory",
@@ -359,6 +434,10 @@ CASES: list[Case] = [
          "<suite>:3: defaults.model: model 'bert-base-uncasd': not a local directory, not in the Hugging Face cache, "
          "and the hub cannot be reached; <...>",
          lambda c: ["run", c.suite("name: bad\ndefaults:\n  model: bert-base-uncasd\n"), *tiny("model", "init")]),
+    Case("model-list-none-available", "model", "`model: [a, b]` (the first available) of which none is here",
+         "<suite>:3: defaults.model: none of these models is available here: bert-base-uncasd: not in the Hugging "
+         "Face cache, and the hub cannot be reached; ./nope: no checkpoint directory with a config.json there",
+         lambda c: ["validate", c.suite("name: bad\ndefaults:\n  model: [bert-base-uncasd, ./nope]\n")]),
     Case("model-custom-code", "model", "a config that asks to run custom code (auto_map) is refused, nothing runs",
          "<suite>:3: defaults.model: model '<tmp>/ckpt': refused: it asks to run custom code (auto_map); "
          "the harness never runs code from a checkpoint",
@@ -367,6 +446,16 @@ CASES: list[Case] = [
          "model '<tmp>/ckpt': refused its torch checkpoint: it holds Python objects, not only tensors "
          "(loaded with weights_only=True; convert it to safetensors)",
          _pickle_bomb),
+    Case("head-needs-pooler", "model", "a head that needs a pooler on a model family without one (distilbert)",
+         "<suite>:4: defaults.head: head 'linear' needs the backbone's pooler and model '<tmp>/ckpt' (distilbert) "
+         "has none; use head 'cls', 'mean' or 'auto'",
+         lambda c: ["run", c.suite(f"name: bad\ndefaults:\n  model: {c.checkpoint(config=TINY_DISTILBERT)}\n  head: linear\n"
+                                   "  tokenizer: minilm\n"), *tiny("model")]),
+    Case("attention-no-sdpa", "model", "`attention: sdpa` (the default) on a family transformers has no sdpa for",
+         "attention (built-in default): model '<tmp>/ckpt' (deberta-v2, DebertaV2Model) has no sdpa attention in "
+         "transformers; set attention: eager",
+         lambda c: ["run", c.suite(f"name: bad\ndefaults:\n  model: {c.checkpoint(config=TINY_DEBERTA)}\n  head: cls\n"
+                                   "  tokenizer: minilm\n"), *tiny("model")]),
     # ----------------------------------------------------------------------- plugins
     Case("plugin-import-fails", "plugin", "a plugin module that raises on import",
          "plugin module <tmp>/broken.py failed to import: RuntimeError: no GPU driver here",
@@ -410,6 +499,21 @@ CASES: list[Case] = [
          "it must subclass harness.base.Dataset",
          lambda c: _plugin(c, "wrong.py", PROBE_HEAD.format(name="probe") + "@hookimpl\ndef harness_register_datasets(register):\n    register(Probe)\n") + [
                     "validate", c.suite("name: bad\nplugins: [wrong.py]\n")]),
+    Case("export-unknown", "plugin", "an unknown exporter in the suite's `export:` list, with a suggestion",
+         "<suite>:2: export[0]: unknown exporter 'tensorbord'. Did you mean 'tensorboard'? Available: <names>",
+         lambda c: ["validate", c.suite("name: bad\nexport: [tensorbord]\n")]),
+    Case("export-unknown-cli", "plugin", "an unknown exporter given with --export",
+         "--export mlfow: unknown exporter 'mlfow'. Did you mean 'mlflow'? Available: <names>",
+         lambda c: ["run", c.suite("name: bad\n"), *tiny(), "--export", "mlfow"]),
+    Case("export-option-unknown", "plugin", "an unknown option of an exporter, with a suggestion",
+         "<suite>:3: export[0].options.tracking_url: unknown key 'tracking_url'. Did you mean 'tracking_uri'? "
+         "Available: experiment, tracking_uri",
+         lambda c: ["validate", c.suite("name: bad\nexport:\n  - {name: mlflow, options: {tracking_url: x}}\n")]),
+    Case("export-not-installed", "plugin", "an exporter whose optional packages are not installed",
+         "--export mlflow: the exporter 'mlflow' needs the package 'mlflow', which is not installed (<reason>): "
+         "pip install 'seqcls-harness[mlflow]'",
+         lambda c: c.monkeypatch.setitem(sys.modules, "mlflow", None) or [
+                    "run", c.suite("name: bad\n"), *tiny(), "--export", "mlflow"]),
     # ------------------------------------------------------------------------ output
     Case("out-is-file", "output", "--out is an existing file",
          "--out <tmp>/taken: exists and is not a directory",
@@ -455,6 +559,8 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    for module in case.needs:
+        pytest.importorskip(module, reason=f"{case.id} needs {module}, an optional extra")
     ctx = Ctx(tmp_path, monkeypatch)
     # results already in the output directory must survive any failing command byte for byte
     ctx.file("out/results.jsonl", PREVIOUS_RECORD)

@@ -100,6 +100,51 @@ def test_plugins_command_lists_every_family_with_source_and_options(cli, install
         assert text in out
 
 
+EXPORTER_PLUGIN = '''
+from pydantic import Field
+
+from harness import hookimpl
+from harness.base import Options
+from harness.export import Exporter
+
+
+class TrackerOptions(Options):
+    project: str = Field("bench", description="the tracker's project")
+
+
+class Tracker(Exporter):
+    name = "tracker"
+    description = "each record to the team's tracker"
+    extra = "tracker"
+    requires = ("no_such_tracker_client",)
+    Options = TrackerOptions
+
+    @hookimpl
+    def harness_record_stored(self, record, out_dir):
+        pass
+'''
+
+
+def test_plugins_command_lists_the_exporters_with_options_and_the_extra_that_installs_them(cli, tmp_path, monkeypatch):
+    """What `--export NAME` can switch on: the built-ins and a local module's, each with its
+    options and the pip command of its extra, saying whether that is installed."""
+    import sys
+
+    monkeypatch.setenv("COLUMNS", "400")  # no cell wraps
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as without the mlflow extra
+    (tmp_path / "tracker_export.py").write_text(EXPORTER_PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("plugins", "--plugin", "tracker_export.py")
+    assert code == 0, err
+    assert "exporters (--export NAME, or the suite's export: list)" in out
+    exporters = out.split("exporters (--export NAME", 1)[1]
+    for text in ("tensorboard", "pip install 'seqcls-harness[tensorboard]'", "harness.builtin.mlflow_export",
+                 "tracking_uri: str | None = None", "pip install 'seqcls-harness[mlflow]' (not installed: mlflow)",
+                 "tracker", "local module", "project: str = 'bench'", "each record to the team's tracker",
+                 "pip install 'seqcls-harness[tracker]' (not installed: no_such_tracker_client)"):
+        assert text in exporters, text
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [
