@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="run again the runs already recorded in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-plot", action="store_true", help="do not write <out>/plot.png")
+    run.add_argument("--epochs", action="store_true",
+                     help="after the table, each run epoch by epoch: loss and validation metrics (and the test split's)")
     run.add_argument(
         "--isolation", choices=("process", "none"), default="process",
         help="process (default): each run in a fresh process of its own, so its memory and state are its own "
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render the table (and a plot) from a results directory")
     rep.add_argument("dir", help="a results directory (or its results.jsonl)")
+    rep.add_argument("--epochs", action="store_true",
+                     help="each run epoch by epoch (loss, the validation metrics after each, the test split's once) "
+                     "instead of one row per configuration")
     rep.add_argument("--format", choices=("table", "md", "csv"), default="table",
                      help="table (default), md: markdown for a README or a PR, csv: plain numbers")
     rep.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
@@ -208,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                           f"(`harness report {out}` shows them; the same command again reruns what failed)")
         return ExitCode.OK
     report.print_table(records, title=summary.table_title(records, suite.name))
+    if args.epochs:
+        report.print_epochs(records, title=suite.name)
     report.print_note(f"results: {out / 'results.jsonl'}")
     if not args.no_plot:
         _plot_after_run(records, out / "plot.png", suite.name)
@@ -306,9 +313,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
     title = summary.table_title(records, fallback)
     if args.format == "table":
-        report.print_table(records, title=title)
+        (report.print_epochs if args.epochs else report.print_table)(records, title=title)
     else:
-        text = report.markdown_table(records, title) if args.format == "md" else report.csv_table(records)
+        if args.epochs:
+            header, cells = report.epoch_cells(records)
+            text = report.markdown(header, cells, header.index("epoch")) if args.format == "md" else report.csv_text(header, cells)
+        else:
+            text = report.markdown_table(records, title) if args.format == "md" else report.csv_table(records)
         if args.output:
             _write_text(Path(args.output), text)
             report.print_note(f"{args.format}: {args.output}")

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from harness.summary import TEST, column_label, flatten, rows, varied_keys
+from harness.summary import TEST, column_label, epoch_rows, flatten, rows, varied_keys
 
 #: the mark of a configuration on the Pareto front of epoch time and score (the ``pareto`` column)
 PARETO = "★"
@@ -169,6 +169,26 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
         cells.append(line)
         statuses.append(r["status"])
     return header, cells, statuses, _legend(table_rows, metric_names)
+
+
+def epoch_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the per-epoch view (:func:`harness.summary.epoch_rows`): a
+    row per run and epoch, the evaluated split's metrics after each, the test split's once."""
+    keys, names, table_rows = epoch_rows(records)
+    header = [*map(column_label, keys), "epoch", "train s", "train loss", *names]
+    cells = [
+        ["—" if r[k] is None else f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        + [str(r["epoch"]), _fmt(r["train_seconds"], None, 2), _fmt(r["train_loss"], None, 4)]
+        + [_fmt(r.get(n)) for n in names]
+        for r in table_rows
+    ]
+    return header, cells
+
+
+def print_epochs(records: Sequence[dict[str, Any]], title: str | None = None) -> None:
+    header, cells = epoch_cells(records)
+    print_cells(header, cells, [None] * len(cells), title=f"{title or 'runs'}: epoch by epoch",
+                right_from=header.index("epoch"))
 
 
 def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -> Table:

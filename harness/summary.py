@@ -212,6 +212,26 @@ def table_keys(records: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in ALWAYS_SHOWN if k in present]
 
 
+def epoch_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """What each run learned, epoch by epoch (the tutorial prints its validation accuracy after
+    each one): the config keys that tell the runs apart (the seed too), the metric names, and
+    one row per run and epoch (``epoch``, ``train_seconds``, ``train_loss``, the evaluated
+    split's metrics), then a row ``epoch: "test"`` with the run's ``test_metrics`` when it has
+    them (evaluated once after the last epoch)."""
+    keys = varied_keys(records) or table_keys(records)
+    names = [*metric_names(records)]
+    out = []
+    for r in records:
+        flat = flatten(r.get("config", {}))
+        run = {k: flat.get(k) for k in keys}
+        for e in r.get("epochs") or []:
+            out.append({**run, "epoch": e.get("epoch"), "train_seconds": e.get("train_seconds"),
+                        "train_loss": e.get("train_loss"), **(e.get("metrics") or {})})
+        if r.get("test_metrics"):
+            out.append({**run, "epoch": "test", "train_seconds": None, "train_loss": None, **r["test_metrics"]})
+    return keys, names, out
+
+
 def rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """Table rows: one per configuration (records differing only by seed are one row, with
     mean, n, spread and 95% interval: see :func:`_put`). Returns the config keys and the rows."""

@@ -352,3 +352,22 @@ def test_the_accuracy_time_plot_is_drawn_from_a_results_file(cli, tmp_path):
     assert code == 0 and target.read_bytes()[:4] == b"\x89PNG"
     code, _, err = cli("report", results, "--plot", "--x", "time", "--group", "strategy")
     assert code == 2 and "--x time draws one point per configuration" in err
+
+
+def test_report_epochs_shows_each_epochs_validation_metrics_and_the_test_score_once(cli, tmp_path):
+    """The tutorial's view: validation accuracy after each epoch, then the final test score."""
+    first = record("a", max_len=64, mcc=0.2)
+    second = dict(first["epochs"][0], epoch=2, train_seconds=1.5, train_loss=0.25, metrics={"mcc": 0.4, "accuracy": 0.81})
+    run = with_fields(first, epochs=[first["epochs"][0], second], test_metrics={"mcc": 0.33, "accuracy": 0.75})
+    other = record("b", max_len=128, mcc=0.1)  # no test split: no test row
+    out = write_results(tmp_path / "out", [run, other])
+    code, text, err = cli("report", out, "--epochs", "--format", "md")
+    assert code == 0, err
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| max_len | epoch | train s | train loss | mcc | accuracy |"
+    assert lines[1:] == [
+        "| 64 | 1 | 2.00 | 0.5000 | 0.200 | 0.700 |",
+        "| 64 | 2 | 1.50 | 0.2500 | 0.400 | 0.810 |",
+        "| 64 | test | — | — | 0.330 | 0.750 |",
+        "| 128 | 1 | 2.00 | 0.5000 | 0.100 | 0.700 |",
+    ]
