@@ -153,8 +153,9 @@ def run_here(
                 handle = progress.start_run(label(run))
                 process = RunProcess(run, out_dir, handle, threads=share.threads, cpus=share.cpus, gpus=share.gpus,
                                      extra={"parallel": share.parallel(jobs)})
-                process.start()
+                # active before it starts: an interrupt in the middle of start() still stops and removes it
                 active.append(_Active(run, process, share, handle))
+                process.start()
                 for a in active:  # the most runs that trained beside each, while it ran
                     a.beside = max(a.beside, len(active) - 1)
             ended = [(a, code) for a in active if (code := a.process.poll()) is not None]

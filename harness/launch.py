@@ -116,6 +116,8 @@ class RunProcess:
         self.single = run.config.world_size == 1
         self.workdir: Path | None = None
         self.proc: _Process | None = None
+        self.log_file: Any = None
+        self._owner: Any = None
 
     def start(self) -> None:
         from harness.record import now
@@ -190,11 +192,12 @@ class RunProcess:
 
     def discard(self) -> None:
         """Remove the work directory (the run abandoned, or its record taken)."""
-        if self.workdir is not None:
-            if not self.log_file.closed:
+        if self.workdir is not None:  # (an interrupt may have come in the middle of start())
+            if self.log_file is not None and not self.log_file.closed:
                 self.log_file.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
-            self._owner.close()
+            if self._owner is not None:
+                self._owner.close()
             self.workdir = None
 
 
@@ -202,8 +205,8 @@ def launch(run: ResolvedRun, out_dir: Path, progress: Any, **share: Any) -> dict
     """Train ``run`` in a fresh process (through torchrun when it is data-parallel) and
     return its record (see :class:`RunProcess`); interrupted, the process is stopped."""
     process = RunProcess(run, out_dir, progress, **share)
-    process.start()
     try:
+        process.start()
         while (code := process.poll()) is None:
             time.sleep(POLL_SECONDS)
     except BaseException:
