@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 
 from harness import distributed
+from harness.base import SpecialTokens
 from harness.errors import HarnessError
 from harness.executors import HERE, run_here
 from harness.launch import launch, orphans
@@ -38,7 +39,7 @@ from harness.train import NullProgress, Progress, fit
 
 def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
     """Fail fast on anything that would fail a run; return warnings worth a line each."""
-    checked: set[tuple] = set()
+    checked: dict[tuple, bool] = {}  # data already checked: whether it holds sentence pairs
     warnings: dict[str, None] = {}
     for run in runs:
         cfg = run.config
@@ -63,23 +64,43 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
                 f"({limit}, max_position_embeddings of {cfg.model!r})"
             )
         try:
-            load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
+            tok = load_tokenizer(cfg.model, cfg.init, cfg.tokenizer)
         except HarnessError as exc:
             raise HarnessError(f"{run.where('tokenizer' if cfg.tokenizer else 'model')}: {exc}") from None
         data_key = (cfg.dataset.model_dump_json(), str(run.base_dir), cfg.data_dir, cfg.eval_split, cfg.test_split)
         if data_key not in checked:
-            dataset = make_dataset(run)
-            dataset.check()
-            unknown = sorted(set(cfg.target or {}) - set(dataset.metrics))
-            if unknown:
-                raise HarnessError(
-                    f"{run.where('target')}: dataset '{cfg.dataset.name}' reports no metric {unknown[0]!r} "
-                    f"(it reports {', '.join(dataset.metrics)})"
-                )
-            # read the splits now (and carve): a broken row fails in a second, not after hours of runs
-            load_run_splits(run, dataset)
-            checked.add(data_key)
+            checked[data_key] = _check_data(run)
+        _check_room(run, tok, pairs=checked[data_key])
     return list(warnings)
+
+
+def _check_data(run: ResolvedRun) -> bool:
+    """The run's data can be had and read (its splits carved); whether it holds sentence pairs."""
+    cfg = run.config
+    dataset = make_dataset(run)
+    dataset.check()
+    unknown = sorted(set(cfg.target or {}) - set(dataset.metrics))
+    if unknown:
+        raise HarnessError(
+            f"{run.where('target')}: dataset '{cfg.dataset.name}' reports no metric {unknown[0]!r} "
+            f"(it reports {', '.join(dataset.metrics)})"
+        )
+    # read the splits now (and carve): a broken row fails in a second, not after hours of runs
+    splits = load_run_splits(run, dataset)
+    return any(e.text_pair is not None for split in splits.values() for e in split.examples)
+
+
+def _check_room(run: ResolvedRun, tok: Any, pairs: bool) -> None:
+    """MAX_LEN leaves room for text once the tokenizer's special tokens are in (RoBERTa puts
+    four around a pair, BERT three): at least one token of each text."""
+    one, two = SpecialTokens.of(tok)
+    specials, texts = (two.count, 2) if pairs else (one.count, 1)
+    if run.config.max_len < specials + texts:
+        raise HarnessError(
+            f"{run.where('max_len')}: MAX_LEN {run.config.max_len} leaves no room for the text: the tokenizer of "
+            f"{run.config.model!r} adds {specials} special tokens to {'a sentence pair' if pairs else 'a text'}; "
+            f"give at least {specials + texts}"
+        )
 
 
 def _free_memory() -> None:

@@ -317,6 +317,10 @@ CASES: list[Case] = [
          "<suite>:3: matrix.max_len[1]: MAX_LEN 1024 is above the model's position limit "
          "(512, max_position_embeddings of 'bert-tiny')",
          lambda c: ["run", c.suite("name: bad\nmatrix:\n  max_len: [32, 1024]\n"), *tiny("max_len")]),
+    Case("max-len-no-room-for-a-pair", "suite", "MAX_LEN that the tokenizer's special tokens fill (a pair needs 3 with BERT, 4 with RoBERTa)",
+         "<suite>:4: defaults.max_len: MAX_LEN 4 leaves no room for the text: the tokenizer of 'bert-tiny' adds 3 "
+         "special tokens to a sentence pair; give at least 5",
+         lambda c: ["run", c.suite("name: bad\ndefaults:\n  dataset: mrpc\n  max_len: 4\n"), *tiny("max_len")]),
     Case("seed-float", "suite", "a seed that is not an integer",
          "<suite>:3: defaults.seed: expected an integer, got 1.5",
          lambda c: ["validate", c.suite("name: bad\ndefaults:\n  seed: 1.5\n")]),
