@@ -495,8 +495,11 @@ def resolve(suite: Suite, registry: Registry, overrides: dict[str, Any] | None =
     notes: list[str] = []
     for layers in expand(suite, overrides):
         if any(src.startswith("on_cpu.") for src in layers.source.values()):
-            changed = ", ".join(f"{k}={v}" for k, v in suite.on_cpu.items())
-            notes.append(f"{suite.where('on_cpu')}: the runs resolve to the CPU, so on_cpu applies: {changed}")
+            kept = [k for k in suite.on_cpu if layers.source.get(k, "").startswith("on_cpu.")]
+            changed = ", ".join(f"{k}={v}" for k, v in suite.on_cpu.items() if k in kept)
+            beaten = [k for k in suite.on_cpu if k not in kept]  # --set wins over on_cpu
+            notes.append(f"{suite.where('on_cpu')}: the runs resolve to the CPU, so on_cpu applies: {changed or 'nothing'}"
+                         + (f" (--set overrides {', '.join(beaten)})" if beaten else ""))
         data_dir = layers.data.get("data_dir")
         if isinstance(data_dir, str) and (layers.where(["data_dir"]) or "").startswith("--set "):
             # a data_dir written in the suite is relative to the suite file; one from --set to the cwd

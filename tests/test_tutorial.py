@@ -371,3 +371,14 @@ def test_report_epochs_shows_each_epochs_validation_metrics_and_the_test_score_o
         "| 64 | test | — | — | 0.330 | 0.750 |",
         "| 128 | 1 | 2.00 | 0.5000 | 0.100 | 0.700 |",
     ]
+
+
+def test_the_on_cpu_note_names_only_what_on_cpu_still_sets_after_set(cli):
+    """The full protocol on a CPU is on_cpu overridden by --set: the note must not claim
+    the CPU protocol's learning rate and subset."""
+    code, out, err = cli("validate", REPO / "suites" / "tutorial.yaml", "--set", "lr=2e-5",
+                         "--set", "dataset.subset.train=null", "--set", "device=cpu")
+    assert code == 0, err
+    note = " ".join(err.split())
+    assert "on_cpu applies: model=minilm, precision=bf16, eval_batch_size=128 (--set overrides dataset.subset.train, lr)" in note
+    assert "lr=2e-05" in out and "dataset.subset.train=None" in out
