@@ -10,7 +10,8 @@ root="$PWD"
 PYTHON="${PYTHON:-python3}"
 TORCH="${TORCH:-torch==2.13.0}"
 TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
-export HARNESS_DATA_DIR="${HARNESS_DATA_DIR:-$root/../shared/data}"
+# absolute: the runs below start in a temporary folder
+export HARNESS_DATA_DIR="$(cd "${HARNESS_DATA_DIR:-$root/../shared/data}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
