@@ -75,8 +75,9 @@ def harness_record_stored(record: dict[str, Any], out_dir: Path) -> None:
     """A run's record was just stored in ``out_dir/results.jsonl``: export it.
 
     Called once for each record as it is stored, whatever its ``status`` (``ok``,
-    ``diverged`` and ``failed`` alike), in the process that writes ``results.jsonl`` (the
-    ``harness run`` process, whichever way the run itself was launched). A run that a resumed
+    ``diverged`` and ``failed`` alike), in the process that writes it to ``results.jsonl``:
+    the ``harness run`` process (the run in its own process or not, ``--jobs`` or not), or,
+    with ``--executor slurm``, the job that trained the run. A run that a resumed
     suite skips because it already finished is not stored again, and not exported again; a
     run stored again (a ``failed`` one resumed, or any with ``--rerun``) is exported again
     with its new record, which replaces the old one in ``results.jsonl``.
