@@ -88,6 +88,29 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+@contextlib.contextmanager
+def locked(out_dir: str | Path) -> Iterator[None]:
+    """The results store's exclusive advisory lock on ``<out>/.results.lock``, held for one
+    read-merge-write of ``results.jsonl`` (or of a file written beside it: ``harness.slurm``'s
+    job list); a no-op without fcntl."""
+    out_dir = Path(out_dir)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(out_dir / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            # temporary files left by a writer killed mid-write (no writer holds the lock now)
+            for stale in out_dir.glob(f"{TMP_PREFIX}*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
 class ResultsStore:
     def __init__(self, out_dir: str | Path, on_stored: OnStored | None = None):
         self.dir = Path(out_dir)
@@ -103,7 +126,7 @@ class ResultsStore:
         return record is not None and record.get("status") in FINISHED
 
     def add(self, record: dict[str, Any]) -> None:
-        with self._locked():
+        with locked(self.dir):
             # merge with the file as it is now: another process may have added or replaced runs
             if self.path.exists():
                 self.records.update((r["run_id"], r) for r in read_records(self.path))
@@ -111,29 +134,6 @@ class ResultsStore:
             self._write(self.records.values())
         if self.on_stored is not None:  # after the lock: a slow exporter holds up no other writer
             self.on_stored(record, self.dir)
-
-    def locked(self) -> contextlib.AbstractContextManager[None]:
-        """The store's lock, for a file written beside the results (``harness.slurm``'s job list)."""
-        return self._locked()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """An exclusive advisory lock for one read-merge-write (a no-op without fcntl)."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            yield
-            return
-        with open(self.dir / LOCK_FILE, "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                # temporary files left by a writer killed mid-write (no writer holds the lock now)
-                for stale in self.dir.glob(f"{TMP_PREFIX}*.tmp"):
-                    with contextlib.suppress(OSError):
-                        stale.unlink()
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write(self, records: Iterable[dict[str, Any]]) -> None:
         try:

@@ -521,9 +521,9 @@ class Ledger:
         return data if isinstance(data, dict) else {}
 
     def update(self, entries: dict[str, dict[str, Any]]) -> None:
-        from harness.results import ResultsStore
+        from harness.results import locked
 
-        with ResultsStore(self.out_dir).locked():
+        with locked(self.out_dir):
             self.entries = self._read() | entries
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
