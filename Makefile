@@ -13,7 +13,10 @@ VENV_FLAGS ?=
 TORCH ?= torch==2.13.0
 GPU   := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_INDEX ?= $(if $(GPU),,https://download.pytorch.org/whl/cpu)
+# the data: a folder holding cola/, sst2/, mrpc/, imdb/ (HARNESS_DATA_DIR for the main job
+# and the tests alike); made absolute, so a test that works in another folder finds it too
 DATA  ?= ../shared/data
+DATA_DIR = $(abspath $(DATA))
 PYTHON ?= python3
 PIP = $(VENV)/bin/pip install --quiet
 
@@ -37,10 +40,10 @@ $(VENV)/.dev: $(VENV)/.torch pyproject.toml
 install: $(VENV)/.dev
 
 run: $(VENV)/.run
-	HARNESS_DATA_DIR=$(DATA) $(VENV)/bin/harness run suites/max_len.yaml
+	HARNESS_DATA_DIR=$(DATA_DIR) $(VENV)/bin/harness run suites/max_len.yaml
 
 test: $(VENV)/.dev
-	HARNESS_DATA_DIR=$(DATA) $(VENV)/bin/python -m pytest
+	HARNESS_DATA_DIR=$(DATA_DIR) $(VENV)/bin/python -m pytest
 
 bench: $(VENV)/.dev
-	HARNESS_DATA_DIR=$(DATA) $(VENV)/bin/python -m pytest benchmarks/
+	HARNESS_DATA_DIR=$(DATA_DIR) $(VENV)/bin/python -m pytest benchmarks/

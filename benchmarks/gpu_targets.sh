@@ -7,6 +7,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_targets.sh     # JSON results under $OUT
 #   DEVICE=cpu MODEL=bert-tiny COLA_TRAIN=64 IMDB_TRAIN=32 bash benchmarks/gpu_targets.sh  # a dry run
 #
+# (c) and (d) train in the precision the harness's `auto` picks (benchmarks/peers.py): bf16
+# on a GPU with bf16 (and on a CPU that computes it natively), else fp32.
+#
 # Needs the harness and the `bench` extra importable (pip install -e '.[bench]', or
 # wheels on an offline machine) and the data under HARNESS_DATA_DIR.
 set -euo pipefail
@@ -27,7 +30,7 @@ fi
 
 peers() { "$PYTHON" benchmarks/peers.py --model "$MODEL" --init random --device "$DEVICE" --batch-size 32 "$@"; }
 
-echo "== CoLA, MAX_LEN 128: (a) tutorial, (b) Trainer run_glue, (c) Trainer bf16 dynamic grouped, (d) harness"
+echo "== CoLA, MAX_LEN 128: (a) tutorial, (b) Trainer run_glue, (c) Trainer dynamic grouped, (d) harness (auto precision)"
 peers --train-size "$COLA_TRAIN" --max-len 128 --json "$OUT/cola-128.json"
 echo "== CoLA, MAX_LEN 128: (d) harness with torch.compile (compile time reported apart)"
 peers --train-size "$COLA_TRAIN" --max-len 128 --peers trainer-fast,harness --compile --json "$OUT/cola-128-compile.json"

@@ -9,15 +9,18 @@ size, learning rate and number of steps:
                     ``loss.item()`` every step, torch AdamW (lr 2e-5, eps 1e-8), linear
                     schedule, clipping at 1.0
   (b) trainer       the Hugging Face Trainer as ``run_glue`` sets it up: padded to MAX_LEN
-  (c) trainer-fast  the Trainer with bf16 (on a GPU; fp32 on a CPU), dynamic padding
+  (c) trainer-fast  the Trainer in the precision the harness's `auto` picks (bf16 on a GPU that
+                    has it and on a CPU that computes it natively; else fp32), dynamic padding
                     (DataCollatorWithPadding; to a multiple of 8 in bf16 on a GPU, as run_glue does
                     for half precision) and length-grouped sampling
   (d) harness       ``harness.train.fit`` with its best strategy (bucketed, no rounding on a
-                    CPU, multiples of 8 on a GPU), bf16 on a GPU, fused AdamW
+                    CPU, multiples of 8 on a GPU), precision `auto` as (c), fused AdamW
 
-``--trainer-precision`` and ``--harness-precision`` override the precision of (c) and (d):
-on a CPU with bf16 instructions (AVX512-BF16, AMX) bf16 autocast is 1.5-1.8x faster than
-fp32 for both, so compare like with like as well as the default set-up.
+``--trainer-precision`` and ``--harness-precision`` override the precision of (c) and (d);
+``auto`` is :func:`harness.measure.choose_precision`'s choice, the same as a suite's: on a
+CPU with AVX512-BF16, AMX or Arm BF16, bf16 autocast (1.5-1.8x faster than fp32 there),
+fp32 on a CPU without them (where bf16 is emulated and several times slower). (a) and (b)
+stay fp32, as the tutorial and run_glue run.
 
 Epoch time is the training loop only, device synchronised before each clock read; model
 loading, tokenization and evaluation are outside it, for every peer. Each epoch is also
@@ -65,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "choice for half precision), else none; 0: none")
     for peer in ("trainer", "harness"):
         p.add_argument(f"--{peer}-precision", choices=("auto", "fp32", "bf16"), default="auto",
-                       help=f"({'cd'[peer == 'harness']}): auto is bf16 on a GPU that has it, else fp32")
+                       help=f"({'cd'[peer == 'harness']}): auto is the harness's choice: bf16 where the GPU or "
+                       "CPU computes it natively, else fp32")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", default="results/peers.json", help="where to write the results (default: results/peers.json)")
     args = p.parse_args(argv)
@@ -93,15 +97,14 @@ class Setup:
 
 def make_setup(args: argparse.Namespace) -> Setup:
     from harness.data import DataFiles
-    from harness.measure import resolve_device
+    from harness.measure import choose_precision, resolve_device
     from harness.model import load_config, load_tokenizer
     from harness.plugins import load_registry
     from harness.data.splits import stratified_subset
 
     device = torch.device(resolve_device(args.device))
-    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     trainer_bf16, harness_bf16 = (
-        gpu_bf16 if choice == "auto" else choice == "bf16" for choice in (args.trainer_precision, args.harness_precision)
+        choose_precision(choice, str(device)).precision == "bf16" for choice in (args.trainer_precision, args.harness_precision)
     )
     dataset_cls = load_registry().get("dataset", args.dataset).cls
     dataset = dataset_cls(dataset_cls.Options(), DataFiles(args.dataset))

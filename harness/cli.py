@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
-    for warning in preflight(runs):
+    for warning in preflight(runs, here=cluster is None or cluster.kind == "local"):
         report.print_note(warning)
     prepare_out_dir(out)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)

@@ -227,9 +227,11 @@ class RunConfig(Strict):
     )
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
         "auto",
-        description="`auto`: bf16 on a GPU that supports it, else fp32 (a CPU too); `tf32`: TF32 matmuls "
-        "on a CUDA GPU (elsewhere fp32); `bf16`, `fp16`: autocast (fp16 with a gradient scaler). bf16 on "
-        "a CPU pays only with AVX512-BF16 or AMX (else a warning). The record holds the resolved precision",
+        description="`auto`: chosen by the hardware, bf16 where it is computed natively (a GPU with bf16; a "
+        "CPU with AVX512-BF16, AMX or Arm BF16), else fp32; `tf32`: TF32 matmuls on a CUDA GPU (elsewhere "
+        "fp32); `bf16`, `fp16`: autocast (fp16 with a gradient scaler). bf16 set for a CPU without native bf16 "
+        "is emulated, several times slower than fp32 (a warning). The record holds the resolved precision "
+        "and `env.precision_reason`",
     )
     attention: Literal["sdpa", "eager"] = Field(
         "sdpa",

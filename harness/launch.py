@@ -92,6 +92,15 @@ def local_plugins(run: ResolvedRun) -> list[str]:
     return out
 
 
+def run_spec(run: ResolvedRun) -> dict[str, Any]:
+    """What crosses to the process that trains ``run``: the resolved config and the folder it
+    was resolved against (the worker resolves it again the same way, :func:`harness.worker.rebuild_run`,
+    and gets the same run), the local plugin modules, this process's import path (a plugin
+    found here, say on a path a conftest added, is found there) and why the run has its precision."""
+    return {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
+            "plugins": local_plugins(run), "sys_path": sys.path, "precision_reason": run.precision_reason}
+
+
 class RunProcess:
     """One run training in a fresh process of its own (torchrun's, when data-parallel).
 
@@ -126,12 +135,7 @@ class RunProcess:
         self.started = now()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{run.run_id}-", dir=self.workdirs))
         self._owner = _hold(self.workdir / OWNER)
-        # the resolved config and the folder it was resolved against: the worker resolves it
-        # again the same way (harness.suite.resolve_run) and gets the same run; with this
-        # process's import path, a plugin found here (say on a path a conftest added) is found there
-        spec = {"run_id": run.run_id, "config": run.record_config(), "base_dir": str(run.base_dir),
-                "plugins": local_plugins(run), "sys_path": sys.path, **self.extra}
-        (self.workdir / SPEC).write_text(json.dumps(spec), encoding="utf-8")
+        (self.workdir / SPEC).write_text(json.dumps(run_spec(run) | self.extra), encoding="utf-8")
         worker = ["-m", "harness.worker", str(self.workdir)]
         if self.single:
             cmd = [sys.executable, *worker]

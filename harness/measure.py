@@ -15,7 +15,7 @@ import threading
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,32 +26,66 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: bf16 on a GPU that supports it, else fp32 (also on a CPU with bf16
-    instructions: there bf16 is a choice to make explicitly, see :func:`cpu_bf16_native`)."""
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+#: CPU flags that mean bf16 matmuls in hardware: x86 AVX512-BF16 and AMX-BF16, Arm BF16
+#: (``/proc/cpuinfo``'s ``flags`` on x86, ``Features`` on Arm)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 @lru_cache(maxsize=1)
-def cpu_bf16_native() -> bool:
-    """Whether the CPU computes bf16 matmuls in hardware: AVX512-BF16 or AMX (x86), BF16 (Arm).
-
-    There, ``precision: bf16`` (autocast) trains MiniLM about 1.6-1.8x faster than fp32
-    (two AMD EPYC Zen 4 cores); without them bf16 is emulated and slower than fp32.
-    """
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them; empty where it cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
-            return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(value.split()))
-    return False
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The flags of :data:`BF16_FLAGS` this CPU has: where bf16 is computed in hardware.
+
+    There ``precision: bf16`` (autocast) trains MiniLM about 1.6-1.8x faster than fp32
+    (two AMD EPYC Zen 4 cores); without them bf16 is emulated, about 4x slower than fp32
+    end to end on Zen 3 (AVX2 only)."""
+    flags = cpu_flags()
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def cpu_bf16_native() -> bool:
+    """Whether the CPU computes bf16 matmuls in hardware (:func:`cpu_bf16_flags`)."""
+    return bool(cpu_bf16_flags())
+
+
+class PrecisionChoice(NamedTuple):
+    """The precision a run trains in, and why (the record's ``env.precision_reason``)."""
+
+    precision: str
+    reason: str
+
+
+def choose_precision(precision: str, device: str) -> PrecisionChoice:
+    """``auto`` by the hardware: bf16 where it is computed natively (a GPU with bf16; a CPU
+    with AVX512-BF16, AMX or Arm BF16), else fp32. Any other precision is taken as set; bf16
+    set for a CPU without native bf16 says so (preflight warns: it is emulated and slow)."""
+    cpu = device == "cpu"
+    if precision != "auto":
+        emulated = cpu and precision == "bf16" and not cpu_bf16_native()
+        return PrecisionChoice(precision, f"set: {precision}" + (" (emulated: a CPU without native bf16)" if emulated else ""))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16", f"auto: GPU with bf16 ({name})")
+        return PrecisionChoice("fp32", f"auto: GPU without bf16 ({name})")
+    if cpu:
+        flags = cpu_bf16_flags()
+        if flags:
+            return PrecisionChoice("bf16", f"auto: CPU with native bf16 ({', '.join(flags)})")
+        return PrecisionChoice("fp32", "auto: CPU without native bf16")
+    return PrecisionChoice("fp32", f"auto: fp32 on {device}")
 
 
 def synchronize(device: torch.device) -> None:
@@ -291,7 +325,18 @@ class LoadProbe:
     data-parallel run by the caller). None where ``/proc/stat`` cannot be read."""
 
     def start(self) -> None:
-        self.machine0, self.own0 = _machine_busy_seconds(), own_cpu_seconds()
+        self.machine0, self.own0, self.t0 = _machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
+
+    def other_cores(self, at_least: float = 0.5) -> tuple[float, float] | None:
+        """(other processes' CPU use since :meth:`start` in cores on average, the seconds it
+        covers), after waiting until ``at_least`` seconds have passed (the kernel counts CPU
+        time in 10 ms ticks); None where ``/proc/stat`` cannot be read."""
+        time.sleep(max(0.0, at_least - (time.monotonic() - self.t0)))
+        machine, own = self.stop()
+        seconds = time.monotonic() - self.t0
+        if machine is None or seconds <= 0:
+            return None
+        return max(0.0, machine - own) / seconds, seconds
 
     def stop(self) -> tuple[float | None, float]:
         """(the machine's CPU seconds, this process's) since :meth:`start`."""

@@ -86,7 +86,7 @@ class HarnessBenchmark:
             run = self.resolve(config, plugins, **keys)
             if run.config.world_size != 1:
                 raise HarnessError(f"{self.where}: harness_benchmark times one process; leave `launcher` out")
-            preflight([run])
+            preflight([run], here=False)
         except HarnessError as exc:  # a mistake in the test's keys: one line, no traceback
             pytest.fail(str(exc), pytrace=False)
 

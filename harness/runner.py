@@ -26,9 +26,9 @@ import torch
 from harness import distributed
 from harness.base import SpecialTokens
 from harness.errors import HarnessError
-from harness.executors import HERE, run_here
+from harness.executors import HERE, machine_cores, run_here
 from harness.launch import launch, orphans
-from harness.measure import cpu_bf16_native
+from harness.measure import BUSY_CORES, LoadProbe, cpu_bf16_native
 from harness.model import build_problem, check_weights, load_config, load_tokenizer, max_positions
 from harness.prepare import load_run_splits, make_dataset
 from harness.record import RunRecord, failure_reason, now
@@ -37,17 +37,21 @@ from harness.suite import ResolvedRun
 from harness.train import NullProgress, Progress, fit
 
 
-def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
-    """Fail fast on anything that would fail a run; return warnings worth a line each."""
+def preflight(runs: Sequence[ResolvedRun], *, here: bool = True) -> list[str]:
+    """Fail fast on anything that would fail a run; return warnings worth a line each.
+    ``here``: the runs train on this machine, whose load is then read while the checks run
+    (:func:`busy_note`)."""
     checked: dict[tuple, bool] = {}  # data already checked: whether it holds sentence pairs
     warnings: dict[str, None] = {}
+    probe = LoadProbe()
+    probe.start()
     for run in runs:
         cfg = run.config
         distributed.check(run)
         if cfg.precision == "bf16" and cfg.device == "cpu" and not cpu_bf16_native():
             warnings[
                 f"warning: {run.where('precision')}: bf16 on a CPU without bf16 instructions (AVX512-BF16, AMX) "
-                "is emulated and slower than fp32; --set precision=fp32"
+                "is emulated and slower than fp32; --set precision=auto (fp32 here) or precision=fp32"
             ] = None
         try:
             config = load_config(cfg.model, cfg.init)
@@ -71,7 +75,21 @@ def preflight(runs: Sequence[ResolvedRun]) -> list[str]:
         if data_key not in checked:
             checked[data_key] = _check_data(run)
         _check_room(run, tok, pairs=checked[data_key])
-    return list(warnings)
+    busy = busy_note(probe) if here else None
+    return list(warnings) + ([busy] if busy else [])
+
+
+def busy_note(probe: LoadProbe) -> str | None:
+    """A warning when other processes keep the machine busy before the first run starts
+    (from :data:`~harness.measure.BUSY_CORES` on: what marks a run ``busy``), with how many
+    of its cores they use; None on a quiet machine, or where the load cannot be read."""
+    load = probe.other_cores()
+    if load is None or load[0] < BUSY_CORES:
+        return None
+    cores = len(machine_cores())
+    return (f"warning: the machine is busy before the suite starts: other processes kept {load[0]:.1f} of its "
+            f"{cores} core{'s' if cores != 1 else ''} busy over the last {load[1]:.1f} s; runs measured beside them "
+            "are marked busy and their times are not comparable with a quiet machine's")
 
 
 def _check_data(run: ResolvedRun) -> bool:
@@ -130,12 +148,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def label(run: ResolvedRun) -> str:
+def label(run: ResolvedRun, precision: bool = False) -> str:
+    """How a run's progress line names it; ``precision``: with its precision (the runs of
+    the suite differ in it)."""
     cfg = run.config
     procs = cfg.world_size
     return f"{cfg.dataset.name} {cfg.strategy.name} {cfg.head.name} L={cfg.max_len} seed={cfg.seed}" + (
-        f" x{procs} processes" if procs > 1 else ""
-    )
+        f" {cfg.precision}" if precision else ""
+    ) + (f" x{procs} processes" if procs > 1 else "")
+
+
+def labeller(runs: Sequence[ResolvedRun]) -> Callable[[ResolvedRun], str]:
+    """:func:`label` for the runs of one suite: with the precision when they differ in it."""
+    differ = len({r.config.precision for r in runs}) > 1
+    return lambda run: label(run, precision=differ)
 
 
 class SuiteProgress(Protocol):
@@ -182,6 +208,7 @@ def run_suite(
     store writes (:func:`harness.export.notifier`)."""
     store = ResultsStore(out_dir, on_stored=on_stored)
     progress = progress or NullSuiteProgress()
+    name = labeller(runs)
 
     def keep(record: dict[str, Any]) -> None:  # every record of a run this process saw end
         if suite_name:
@@ -197,10 +224,10 @@ def run_suite(
         for _ in range(len(runs) - len(pending)):
             progress.skip_run()
         if cluster is not None:
-            cluster.run(pending, out_dir, progress, keep, label=label, suite_name=suite_name)
+            cluster.run(pending, out_dir, progress, keep, label=name, suite_name=suite_name)
         elif isolation == "none":
             for run in pending:
-                handle = progress.start_run(label(run))
+                handle = progress.start_run(name(run))
                 record = _train(run, out_dir, handle, isolation)
                 if record is not None:  # None: a node of a multi-node run without rank 0 (that node records it)
                     record["parallel"] = {"executor": HERE, "jobs": 1, "beside": 0,
@@ -208,7 +235,7 @@ def run_suite(
                     keep(record)
                 progress.end_run(handle, record)
         else:
-            run_here(pending, out_dir, progress, keep, jobs=jobs, label=label)
+            run_here(pending, out_dir, progress, keep, jobs=jobs, label=name)
     # jobs stored their records themselves: the file as it is now
     records = ResultsStore(out_dir).records if cluster is not None else store.records
     return [records[r.run_id] for r in runs if r.run_id in records]

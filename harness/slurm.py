@@ -30,7 +30,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -328,13 +327,12 @@ class Cluster:
         return executor
 
     def _submit(self, runs: Sequence[ResolvedRun], out_dir: Path, suite_name: str | None) -> list[_Tracked]:
-        from harness.launch import local_plugins
+        from harness.launch import run_spec
         from harness.record import now
 
         parallel = {"executor": self.kind, "jobs": min(self.jobs, len(runs)) if self.kind == "slurm" else len(runs)}
-        specs = [{"run_id": r.run_id, "config": r.record_config(), "base_dir": str(r.base_dir),
-                  "plugins": local_plugins(r), "sys_path": sys.path, "out": str(out_dir), "suite": suite_name,
-                  "executor": self.kind, "parallel": parallel, "export": self.export} for r in runs]
+        specs = [run_spec(r) | {"out": str(out_dir), "suite": suite_name, "executor": self.kind,
+                                "parallel": parallel, "export": self.export} for r in runs]
         executor = self._executor(out_dir)
         submitted_at = now()
         try:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 from harness.base import Options
 from harness.config import PluginRef, RunConfig
 from harness.errors import HarnessError
-from harness.measure import resolve_device, resolve_precision
+from harness.measure import choose_precision, resolve_device
 from harness.plugins import FAMILIES, Registered, Registry, unknown_name_message
 
 SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu", "export", "slurm")
@@ -106,6 +106,9 @@ class ResolvedRun:
     base_dir: Path = field(default_factory=Path.cwd)
     #: what resolving chose that a user should hear of (the model of a `model: [a, b]` list)
     notes: list[str] = field(default_factory=list)
+    #: why the run trains in its precision (``auto: CPU without native bf16``): the record's
+    #: ``env.precision_reason``; a worker gets it from the run's spec (its config is resolved)
+    precision_reason: str = ""
 
     def where(self, key: str) -> str:
         return self.origin.get(key, f"{key} (built-in default)")
@@ -451,7 +454,8 @@ def resolve_run(
         family: getattr(config, family).model_copy(update={"options": opts.model_dump(mode="json")})
         for family, (_, opts) in resolved.items()
     }
-    update |= {"device": device, "precision": resolve_precision(config.precision, device)}
+    precision = choose_precision(config.precision, device)
+    update |= {"device": device, "precision": precision.precision}
     if config.data_dir and not Path(config.data_dir).expanduser().is_absolute():
         update["data_dir"] = str((base_dir / config.data_dir).resolve())
     config = config.model_copy(update=update)
@@ -460,7 +464,7 @@ def resolve_run(
     )
     return ResolvedRun(
         index, config, dataset, dataset_options, strategy, strategy_options, head, head_options,
-        run_id(config), origin or {}, base_dir, notes,
+        run_id(config), origin or {}, base_dir, notes, precision.reason,
     )
 
 

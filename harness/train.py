@@ -258,7 +258,8 @@ def finish(
     test = {} if reason else evaluate_test(p)
     return RunRecord.finished(
         p.run, started_at=p.started_at, epochs=epochs, diverged=reason,
-        env=environment(p.device) | {"model_revision": model_revision(cfg.model, cfg.init)},
+        env=environment(p.device) | {"model_revision": model_revision(cfg.model, cfg.init),
+                                     "precision_reason": p.run.precision_reason},
         model_info=p.model_info, data=p.data_info(), main_metric=p.dataset.metrics[0],
         warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if cfg.compile else None,
         isolation=isolation, metrics_ci95={k: list(v) for k, v in ci.items()} if ci else None,

@@ -38,6 +38,8 @@ def rebuild_run(spec: dict[str, Any]):
     run = resolve_run(spec["config"], registry, spec["base_dir"])
     if run.run_id != spec["run_id"]:  # pragma: no cover - resolution is deterministic
         raise RuntimeError(f"the worker resolved run {run.run_id}, the parent {spec['run_id']}")
+    # the config holds the precision `auto` became; why it did is the parent's to say
+    run.precision_reason = spec.get("precision_reason") or run.precision_reason
     return run
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: real data from ../shared/data, a tiny random BERT, the CLI in-process.
 
-The datasets are read from the ``shared/data`` folder beside the repository (or
-``HARNESS_TEST_DATA_DIR``); they are never copied into the project.
+The datasets are read from ``HARNESS_DATA_DIR`` (what ``make test DATA=...`` sets, as
+``make run DATA=...`` does for the main job; ``HARNESS_TEST_DATA_DIR`` is an older alias),
+else from the ``shared/data`` folder beside the repository; they are never copied into
+the project.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import pytest
 from harness.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("HARNESS_TEST_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+SHARED_DATA = Path(
+    os.environ.get("HARNESS_DATA_DIR") or os.environ.get("HARNESS_TEST_DATA_DIR") or REPO.parent / "shared" / "data"
+).expanduser().resolve()
 
 #: keys that make a run take a second or two on two CPU cores: a 2-layer random BERT,
 #: small slices of the data, short sequences
@@ -36,7 +40,8 @@ TINY: dict[str, Any] = {
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"test data not found at {SHARED_DATA}; set HARNESS_TEST_DATA_DIR")
+        pytest.fail(f"test data not found at {SHARED_DATA}; point HARNESS_DATA_DIR (make test DATA=...) at the folder "
+                    "holding cola/, sst2/, mrpc/ and imdb/")
     monkeypatch.setenv("HARNESS_DATA_DIR", str(SHARED_DATA))
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,6 +3,7 @@
 import pytest
 
 from harness.errors import HarnessError
+from harness.measure import cpu_bf16_native
 from harness.plugins import load_registry
 from harness.suite import load_suite, parse_set, resolve
 
@@ -57,8 +58,8 @@ def test_built_in_defaults_are_the_tutorials(write_suite, registry):
     assert (c.model, c.dataset.name, c.strategy.name, c.head.name) == ("minilm", "cola", "fixed", "linear")
     # plugin options are recorded with their defaults filled in
     assert c.head.options == {"dropout": None, "freeze_backbone": False}
-    # `auto` is resolved on this machine, so the record says what ran
-    assert c.device == "cpu" and c.precision == "fp32"
+    # `auto` is resolved on this machine, so the record says what ran: bf16 where this CPU computes it
+    assert c.device == "cpu" and c.precision == ("bf16" if cpu_bf16_native() else "fp32")
 
 
 def test_on_cpu_overrides_apply_on_cpu_and_set_still_wins(write_suite, registry):

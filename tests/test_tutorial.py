@@ -380,5 +380,5 @@ def test_the_on_cpu_note_names_only_what_on_cpu_still_sets_after_set(cli):
                          "--set", "dataset.subset.train=null", "--set", "device=cpu")
     assert code == 0, err
     note = " ".join(err.split())
-    assert "on_cpu applies: model=minilm, precision=bf16, eval_batch_size=128 (--set overrides dataset.subset.train, lr)" in note
+    assert "on_cpu applies: model=minilm, eval_batch_size=128 (--set overrides dataset.subset.train, lr)" in note
     assert "lr=2e-05" in out and "dataset.subset.train=None" in out
