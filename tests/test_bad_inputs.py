@@ -202,6 +202,15 @@ def _files(c: Ctx, extra: str = "") -> list[str]:
                     f"validation: trec.csv, text: question, label: coarse{extra}}}\n")]
 
 
+def _files_classes(c: Ctx, pos: str | None = "fine film\n", neg: str | None = "dull film\n") -> list[str]:
+    """Dataset `files` from two class files with no splits (None: the file left out)."""
+    for name, content in (("p.pos", pos), ("p.neg", neg)):
+        if content is not None:
+            c.file(name, content)
+    return [c.suite("name: bad\ndefaults:\n  dataset:\n    name: files\n    validation_from_train: {size: 1}\n"
+                    "    options: {classes: {pos: p.pos, neg: p.neg}}\n")]
+
+
 def _duplicate_names(c: Ctx) -> list[str]:
     for n in ("one", "two"):
         _plugin(c, f"{n}.py", PROBE_HEAD.format(name="probe") + HEAD_HOOK)
@@ -384,6 +393,18 @@ CASES: list[Case] = [
          "<tmp>/trec.csv:3: not valid UTF-8 (invalid continuation byte); if the file is in another encoding, "
          "set dataset.options.encoding (e.g. latin-1, cp1252)",
          lambda c: ["run", *_files(c), *tiny()]),
+    Case("files-line-no-label", "data", "a `files` line that does not match `label_in_line`",
+         "<tmp>/q.label:2: the line does not match dataset.options.label_in_line (the label, then ' ', then the "
+         "text): 'nolabel'",
+         lambda c: ["run", *c.put("q.label", "DESC:def What is it ?\nnolabel\nHUM:ind Who ?\n"),
+                    c.suite("name: bad\ndefaults:\n  dataset:\n    name: files\n    options:\n      train: q.label\n"
+                            "      validation: q.label\n      label_in_line: {}\n"), *tiny()]),
+    Case("files-class-missing", "data", "a `files` class file that does not exist",
+         "dataset.options.classes.neg: <tmp>/p.neg: no such file or folder (the files of class 'neg')",
+         lambda c: ["run", *_files_classes(c, neg=None), *tiny()]),
+    Case("files-class-empty", "data", "a `files` class file without a line",
+         "<tmp>/p.neg:1: class 'neg' has no examples (an empty file)",
+         lambda c: ["run", *_files_classes(c, neg="\n\n"), *tiny()]),
     Case("files-unknown-encoding", "data", "a `files` dataset `encoding` that is no Python codec",
          "<suite>:5: defaults.dataset.options.encoding: unknown encoding (e.g. utf-8, latin-1, cp1252), got 'latin-9x'",
          lambda c: ["validate", *_files(c, ", encoding: latin-9x")]),

@@ -110,7 +110,8 @@ def read_split(dataset: Dataset, split: str, name: str | None = None) -> list[Ex
     """Every example of ``split``, checked: not empty, each label in the label set; errors name the file."""
     name = name or dataset.name
     if split not in dataset.splits:
-        raise HarnessError(f"dataset '{name}' has no {split} split (it has {', '.join(dataset.splits)})")
+        carve = "; carve one out of train with dataset.validation_from_train: {size: 0.1}" if split == "validation" else ""
+        raise HarnessError(f"dataset '{name}' has no {split} split (it has {', '.join(dataset.splits)}){carve}")
     used = getattr(dataset.files, "used", [])
     first = len(used)
     examples = dataset.load(split)
