@@ -13,11 +13,11 @@ size, learning rate and number of steps:
                     has it and on a CPU that computes it natively; else fp32), dynamic padding
                     (DataCollatorWithPadding; to a multiple of 8 in bf16 on a GPU, as run_glue does
                     for half precision) and length-grouped sampling
-  (d) harness       ``harness.train.fit`` with its best strategy (bucketed, no rounding on a
+  (d) harness       ``harness.loop.train.fit`` with its best strategy (bucketed, no rounding on a
                     CPU, multiples of 8 on a GPU), precision `auto` as (c), fused AdamW
 
 ``--trainer-precision`` and ``--harness-precision`` override the precision of (c) and (d);
-``auto`` is :func:`harness.measure.choose_precision`'s choice, the same as a suite's: on a
+``auto`` is :func:`harness.loop.env.choose_precision`'s choice, the same as a suite's: on a
 CPU with AVX512-BF16, AMX or Arm BF16, bf16 autocast (1.5-1.8x faster than fp32 there),
 fp32 on a CPU without them (where bf16 is emulated and several times slower). (a) and (b)
 stay fp32, as the tutorial and run_glue run.
@@ -97,9 +97,9 @@ class Setup:
 
 def make_setup(args: argparse.Namespace) -> Setup:
     from harness.data import DataFiles
-    from harness.measure import choose_precision, resolve_device
-    from harness.model import load_config, load_tokenizer
-    from harness.plugins import load_registry
+    from harness.loop.env import choose_precision, resolve_device
+    from harness.loop.checkpoints import load_config, load_tokenizer
+    from harness.registry import load_registry
     from harness.data.splits import stratified_subset
 
     device = torch.device(resolve_device(args.device))
@@ -129,7 +129,7 @@ def hf_model(s: Setup):
     """A fresh AutoModelForSequenceClassification (the model the tutorial and Trainer use)."""
     from transformers import AutoModelForSequenceClassification
 
-    from harness.model import locate
+    from harness.loop.checkpoints import locate
 
     torch.manual_seed(s.args.seed)
     cfg = s.model_config.__class__.from_dict({**s.model_config.to_dict(), "num_labels": s.num_labels})
@@ -148,7 +148,7 @@ def sync(device: torch.device) -> None:
 
 
 def score(s: Setup, predictions: np.ndarray) -> float:
-    from harness import metrics
+    from harness.stats import metrics
 
     return float(metrics.compute([s.metric], np.asarray(s.eval_labels), np.asarray(predictions))[s.metric])
 
@@ -258,26 +258,27 @@ def training_arguments(s: Setup, out: Path, *, bf16: bool, group_by_length: bool
     return TrainingArguments(**{k: v for k, v in kwargs.items() if k in known})
 
 
-def run_trainer(s: Setup, *, fast: bool) -> dict[str, Any]:
-    import tempfile
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, features: list[dict[str, Any]]):
+        self.features = features
 
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, default_data_collator
-    from transformers.trainer_callback import PrinterCallback
+    def __len__(self) -> int:
+        return len(self.features)
 
-    class ListDataset(torch.utils.data.Dataset):
-        def __init__(self, features):
-            self.features = features
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.features[i]
 
-        def __len__(self):
-            return len(self.features)
 
-        def __getitem__(self, i):
-            return self.features[i]
+def _trainer_features(s: Setup, texts: list[str], labels: list[int], fast: bool) -> _ListDataset:
+    """The Trainer's dataset: tokenized as run_glue does (padded to MAX_LEN unless ``fast``)."""
+    padding = False if fast else "max_length"  # run_glue: pad_to_max_length
+    enc = s.tokenizer(texts, max_length=s.args.max_len, padding=padding, truncation=True)
+    return _ListDataset([{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))])
 
-    def features(texts, labels):
-        padding = False if fast else "max_length"  # run_glue: pad_to_max_length
-        enc = s.tokenizer(texts, max_length=s.args.max_len, padding=padding, truncation=True)
-        return ListDataset([{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))])
+
+def _epoch_clock(s: Setup) -> Any:
+    """A Trainer callback timing each epoch (device synchronised), peak memory reset at its start."""
+    from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         def __init__(self):
@@ -291,16 +292,31 @@ def run_trainer(s: Setup, *, fast: bool) -> dict[str, Any]:
         def on_epoch_end(self, args, state, control, **kw):
             self.times.append(self.timer.stop())
 
-    train, held_out = features(s.train_texts, s.train_labels), features(s.eval_texts, s.eval_labels)
+    return Clock()
+
+
+def _trainer_collator(s: Setup, fast: bool, bf16: bool) -> Any:
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if not fast:
+        return default_data_collator
+    multiple = s.args.trainer_pad_multiple
+    # run_glue rounds to 8 for half precision: tensor cores; a CPU gains nothing from it
+    multiple = (8 if bf16 and s.device.type == "cuda" else None) if multiple is None else (multiple or None)
+    return DataCollatorWithPadding(s.tokenizer, pad_to_multiple_of=multiple)
+
+
+def run_trainer(s: Setup, *, fast: bool) -> dict[str, Any]:
+    import tempfile
+
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    train = _trainer_features(s, s.train_texts, s.train_labels, fast)
+    held_out = _trainer_features(s, s.eval_texts, s.eval_labels, fast)
     bf16 = fast and s.trainer_bf16
-    if fast:
-        multiple = s.args.trainer_pad_multiple
-        # run_glue rounds to 8 for half precision: tensor cores; a CPU gains nothing from it
-        multiple = (8 if bf16 and s.device.type == "cuda" else None) if multiple is None else (multiple or None)
-        collator = DataCollatorWithPadding(s.tokenizer, pad_to_multiple_of=multiple)
-    else:
-        collator = default_data_collator
-    clock = Clock()
+    collator = _trainer_collator(s, fast, bf16)
+    clock = _epoch_clock(s)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
             model=hf_model(s), args=training_arguments(s, Path(tmp), bf16=bf16, group_by_length=fast),
@@ -346,10 +362,11 @@ def replay_padding(trainer, collator, lengths: list[int], batch_size: int) -> in
 
 
 def run_harness(s: Setup) -> dict[str, Any]:
-    from harness.plugins import load_registry
-    from harness.summary import summarize
-    from harness.suite import config_from_keys, resolve_run
-    from harness.train import fit
+    from harness.registry import load_registry
+    from harness.records.summary import summarize
+    from harness.config.suite import config_from_keys
+    from harness.config.resolve import resolve_run
+    from harness.loop.train import fit
 
     gpu = s.device.type == "cuda"
     defaults = {
@@ -363,7 +380,7 @@ def run_harness(s: Setup) -> dict[str, Any]:
         "dataset.subset.train": s.args.train_size or None,
     }
     run = resolve_run(config_from_keys(defaults), load_registry(), Path.cwd())
-    record = fit(run)
+    record = fit(run).to_dict()  # the record as stored
     if record["status"] != "ok":
         raise RuntimeError(f"harness run {record['status']}: {record.get('error')}")
     epoch = record["epochs"][0]
@@ -403,7 +420,7 @@ def environment(s: Setup) -> dict[str, Any]:
     if s.device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(s.device)
     else:
-        from harness.measure import environment as harness_env
+        from harness.loop.env import environment as harness_env
 
         env["device_name"] = harness_env(s.device)["cpu"]
     return env

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.plugins import load_registry
+from harness.registry import load_registry
 
 STRATEGIES = load_registry().names("strategy")
 

@@ -1,5 +1,5 @@
 """How much cheaper is an epoch with ``freeze_backbone``? Frozen and fine-tuned epochs of the
-real loop (``harness.train.fit``) alternate in one process, so a busy machine slows both
+real loop (``harness.loop.train.fit``) alternate in one process, so a busy machine slows both
 alike; the claim is the ratio of their medians.
 
     pytest benchmarks/test_freeze_backbone.py -s     # ~1-3 min on two idle CPU cores
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugins import load_registry
-from harness.suite import Suite, resolve
-from harness.train import fit
+from harness.registry import load_registry
+from harness.config.suite import Suite
+from harness.config.resolve import resolve
+from harness.loop.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

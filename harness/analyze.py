@@ -16,23 +16,27 @@ its own :meth:`~harness.base.TokenizerStrategy.order` with the per-epoch generat
 same every epoch. A strategy whose options have no defaults cannot be built so and is
 listed as skipped.
 
-Computation only; :func:`harness.report.print_analysis` renders the result.
+Computation only; :func:`harness.render.listings.print_analysis` renders the result.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import ValidationError
 
+from harness.base import StrategyOptions, TokenizerStrategy
+from harness.config.resolve import resolve_run
+from harness.config.suite import dotted
+from harness.data.splits import load_split
 from harness.errors import HarnessError
-
-if TYPE_CHECKING:
-    from harness.base import TokenizerStrategy
-    from harness.plugins import Registry
+from harness.loop.checkpoints import ARCHITECTURES, load_config, load_tokenizer, max_positions
+from harness.loop.prepare import make_dataset
+from harness.registry import Registry, load_registry
 
 DEFAULT_MAX_LENS = (32, 64, 128, 256, 512)
 PERCENTILES = (50, 90, 95, 99)
@@ -228,8 +232,6 @@ def default_strategies(
 def token_lengths(examples, tokenizer) -> np.ndarray:
     """Tokens per example with the special tokens, untruncated, exactly as the tokenizer
     strategies count them (one definition: :meth:`TokenizerStrategy.encode`)."""
-    from harness.base import StrategyOptions, TokenizerStrategy
-
     encoder = TokenizerStrategy(StrategyOptions(), tokenizer, max_len=1 << 30)
     return encoder.encode(examples).full_lengths
 
@@ -250,14 +252,6 @@ def analyze_dataset(
 ) -> Analysis:
     """The profile of a dataset's split; ``strategies``: the strategies to cost (default:
     every registered one)."""
-    from pathlib import Path
-
-    from harness.data.splits import load_split
-    from harness.model import ARCHITECTURES, load_config, load_tokenizer, max_positions
-    from harness.plugins import load_registry
-    from harness.prepare import make_dataset
-    from harness.suite import resolve_run
-
     # an architecture name (bert-base, ...) means its uncased WordPiece tokenizer, the embedded one
     init = "random" if model in ARCHITECTURES else "pretrained"
     registry = load_registry(plugins, base_dir=Path.cwd())
@@ -286,8 +280,6 @@ def analyze_dataset(
 
 def _option_name(loc: Sequence[Any]) -> str:
     """Where ``harness analyze`` took a key from, for an error: ``--option train``, ``--model``."""
-    from harness.suite import dotted
-
     parts = [str(p) for p in loc]
     if parts[:2] == ["dataset", "name"]:
         return "analyze"

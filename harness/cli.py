@@ -1,20 +1,28 @@
 """The command line: ``harness run | validate | plugins | analyze | report | compare``.
 
 User mistakes raise :class:`HarnessError`; they are caught once, here, printed as one red
-line without a traceback, and exit with code 2. A suite in which a run failed or
-diverged exits 1. Ctrl-C or SIGTERM exits 130 after saying how to resume.
+line without a traceback, and exit with code 2 (``HARNESS_TRACEBACK=1`` adds the traceback
+of a plugin's own error under it). A suite in which a run failed or diverged exits 1.
+Ctrl-C or SIGTERM exits 130 after saying how to resume.
+
+Each command imports what it needs when it runs (``harness --help`` stays fast, and
+``harness report`` and ``harness compare``, which read records alone, never import torch);
+those imports are the function-level ones below.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError
+from harness.errors import TRACEBACK_ENV, ExitCode, HarnessError
+from harness.render.console import print_error, print_note, print_text
 
 DEFAULT_OUT_ROOT = "results"
 
@@ -149,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     """The suite, its resolved runs, and the plugin manager (the exporters switched on in it)."""
-    from harness.export import switch_on
-    from harness.plugins import load_registry
-    from harness.suite import load_suite, parse_set, resolve
+    from harness.config.resolve import resolve  # lazy: it imports torch (devices) and the plugins
+    from harness.config.suite import load_suite, parse_set
+    from harness.records.export import switch_on  # lazy: it imports the plugin bases (torch)
+    from harness.registry import load_registry  # lazy: it imports the plugins (torch)
 
     suite = load_suite(args.suite)
     overrides = parse_set(args.overrides)
@@ -170,33 +179,34 @@ def _local_plugins(args: argparse.Namespace, suite) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness import report
-    from harness.slurm import settings
+    from harness.launch.slurm import settings  # lazy: it imports the launcher (torch)
+    from harness.render.listings import print_runs  # lazy: it imports the plugin bases (torch)
 
     suite, runs, _ = _load(args)
     if suite.slurm:
         settings(suite.slurm, suite.where, {})
-    report.print_runs(suite.name, [r.record_config() | {"run_id": r.run_id} for r in runs], suite.description)
+    print_runs(suite.name, [r.record_config() | {"run_id": r.run_id} for r in runs], suite.description)
     return ExitCode.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import report, summary
-    from harness.export import notifier
-    from harness.progress import RichProgress
-    from harness.results import ResultsStore, check_out_dir, prepare_out_dir
-    from harness.runner import preflight, run_suite
+    from harness.launch.runner import preflight, run_suite  # lazy: the loop and torch
+    from harness.records.export import notifier  # lazy: it imports the plugin bases (torch)
+    from harness.records.store import ResultsStore, check_out_dir, prepare_out_dir
+    from harness.records.summary import table_title
+    from harness.render.progress import RichProgress
+    from harness.render.tables import print_epochs, print_table
 
     suite, runs, pm = _load(args)
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
     for warning in preflight(runs, here=cluster is None or cluster.kind == "local"):
-        report.print_note(warning)
+        print_note(warning)
     prepare_out_dir(out)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
     if done:
-        report.print_note(
+        print_note(
             f"{done} of {len(runs)} run{'s' if len(runs) != 1 else ''} already done in {out}: skipped "
             "(--rerun runs them again)"
         )
@@ -206,47 +216,66 @@ def cmd_run(args: argparse.Namespace) -> int:
             records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name,
                                 isolation=args.isolation, on_stored=notifier(pm), jobs=args.jobs, cluster=cluster)
     except KeyboardInterrupt:
-        report.print_note(interrupted_note(args, out))
+        print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
     if cluster is not None and not cluster.wait and cluster.in_flight:
-        report.print_note(f"submitted; each job stores its record in {out / 'results.jsonl'} as it ends "
-                          f"(`harness report {out}` shows them; the same command again reruns what failed)")
+        print_note(f"submitted; each job stores its record in {out / 'results.jsonl'} as it ends "
+                   f"(`harness report {out}` shows them; the same command again reruns what failed)")
         return ExitCode.OK
-    report.print_table(records, title=summary.table_title(records, suite.name))
+    print_table(records, title=table_title(records, suite.name))
     if args.epochs:
-        report.print_epochs(records, title=suite.name)
-    report.print_note(f"results: {out / 'results.jsonl'}")
+        print_epochs(records, title=suite.name)
+    print_note(f"results: {out / 'results.jsonl'}")
     if not args.no_plot:
         _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
 
 
+#: options of ``harness run`` a resume command leaves out: ``--rerun`` would train the
+#: finished runs again, ``--out`` is given resolved
+NOT_RESUMED = {"rerun", "out"}
+
+
+def resume_command(args: argparse.Namespace, out: Path) -> list[str]:
+    """The ``harness run`` command that resumes ``args``: its suite and every option given a
+    value other than its default, as the parser defines them (so a new option needs no edit
+    here), with ``--out`` resolved to where the results are."""
+    run = _subparser(build_parser(), "run")
+    command = ["harness", "run", str(args.suite), "--out", str(out)]
+    for action in run._actions:
+        if not action.option_strings or action.dest in NOT_RESUMED | {"help"}:
+            continue
+        value, flag = getattr(args, action.dest, action.default), action.option_strings[-1]
+        if value == action.default or value is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            command.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            command += [a for item in value for a in (flag, str(item))]
+        else:
+            command += [flag, str(value)]
+    return command
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
 def interrupted_note(args: argparse.Namespace, out: Path) -> str:
     """What was kept, and the command that resumes (finished runs are skipped)."""
-    import shlex
-
-    from harness.results import RESULTS_FILE, read_records
+    from harness.records.store import RESULTS_FILE, read_records
 
     path = out / RESULTS_FILE
     kept = len(read_records(path)) if path.is_file() else 0
-    command = ["harness", "run", str(args.suite), "--out", str(out)]
-    for item in args.overrides:
-        command += ["--set", item]
-    for plugin in args.plugins:
-        command += ["--plugin", plugin]
-    for name in args.exports:
-        command += ["--export", name]
-    command += [*(["--jobs", str(args.jobs)] if args.jobs > 1 else []),
-                *(["--executor", args.executor] if args.executor else []),
-                *(a for item in args.slurm for a in ("--slurm", item))]
     if args.executor == "slurm":
         abandoned = "the jobs go on and store their records"
     else:
         abandoned = "the runs in progress were abandoned" if args.jobs > 1 else "the run in progress was abandoned"
     return (
         f"interrupted: {kept} finished run{'s' if kept != 1 else ''} kept in {path}; {abandoned}. "
-        f"To resume: {shlex.join(command)}"
+        f"To resume: {shlex.join(resume_command(args, out))}"
     )
 
 
@@ -272,13 +301,14 @@ def _cluster(args: argparse.Namespace, suite, runs):
         raise HarnessError(f"--isolation none trains in this process; --executor {args.executor} in jobs: drop one")
     if args.no_wait and args.executor == "local":
         raise HarnessError("--no-wait goes with --executor slurm: the local executor's jobs stop with `harness run`")
-    from harness.slurm import Cluster, settings
-    from harness.suite import parse_set
+    from harness.config.suite import parse_set
+    from harness.launch.slurm import Cluster, settings  # lazy: it imports the launcher (torch)
+    from harness.launch.spec import ExportSpec
 
     slurm = settings(suite.slurm, suite.where, parse_set(args.slurm, "--slurm", "partition=gpu"))
     export = None
-    if suite.export or args.exports:  # the jobs switch the same exporters on (harness.slurm._job_exporters)
-        export = {"suite": str(suite.path.resolve()), "plugins": _local_plugins(args, suite), "names": args.exports}
+    if suite.export or args.exports:  # the jobs switch the same exporters on (harness.launch.slurm_job)
+        export = ExportSpec(suite=str(suite.path.resolve()), plugins=_local_plugins(args, suite), names=args.exports)
     cluster = Cluster(args.executor, slurm, wait=not args.no_wait, export=export)
     cluster.check()
     return cluster
@@ -287,21 +317,22 @@ def _cluster(args: argparse.Namespace, suite, runs):
 def _plot_after_run(records, path: Path, title: str) -> None:
     """A suite that sweeps a numeric key (MAX_LEN, ...) gets its plot; a plot that cannot
     be drawn is a note, never a failed suite."""
-    from harness import plot, report
+    from harness.render import plot  # lazy: matplotlib, where a plot is drawn
 
     if plot.sweep_key(records) is None:
         return
     try:
         plot.write_plot(records, path, title=title)
     except HarnessError as exc:
-        report.print_note(f"no plot: {exc}")
+        print_note(f"no plot: {exc}")
         return
-    report.print_note(f"plot: {path}")
+    print_note(f"plot: {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness import report, summary
-    from harness.results import read_records
+    from harness.records.store import read_records
+    from harness.records.summary import suite_names, table_title
+    from harness.render import tables
 
     if (args.x or args.group) and args.plot is None:
         raise HarnessError("--x and --group shape the plot; add --plot FILE.png")
@@ -311,30 +342,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise HarnessError("--output writes md or csv; add --format md or --format csv")
     records = read_records(args.dir)
     fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
-    title = summary.table_title(records, fallback)
+    title = table_title(records, fallback)
     if args.format == "table":
-        (report.print_epochs if args.epochs else report.print_table)(records, title=title)
+        (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     else:
         if args.epochs:
-            header, cells = report.epoch_cells(records)
-            text = report.markdown(header, cells, header.index("epoch")) if args.format == "md" else report.csv_text(header, cells)
+            header, cells = tables.epoch_cells(records)
+            text = (tables.markdown(header, cells, header.index("epoch")) if args.format == "md"
+                    else tables.csv_text(header, cells))
         else:
-            text = report.markdown_table(records, title) if args.format == "md" else report.csv_table(records)
+            text = tables.markdown_table(records, title) if args.format == "md" else tables.csv_table(records)
         if args.output:
             _write_text(Path(args.output), text)
-            report.print_note(f"{args.format}: {args.output}")
+            print_note(f"{args.format}: {args.output}")
         else:
-            report.print_text(text)
+            print_text(text)
     if args.plot is not None:
-        from harness import plot, tradeoff
+        from harness.render import plot, tradeoff  # lazy: matplotlib, where a plot is drawn
 
         folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
-        name = summary.suite_names(records, fallback)
+        name = suite_names(records, fallback)
         if args.x == tradeoff.TIME:
             path = tradeoff.write_tradeoff(records, args.plot or folder / "tradeoff.png", title=name)
         else:
             path = plot.write_plot(records, args.plot or folder / "plot.png", x=args.x, group=args.group, title=name)
-        report.print_note(f"plot: {path}")
+        print_note(f"plot: {path}")
     return ExitCode.OK
 
 
@@ -346,9 +378,9 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness import compare as cmp
-    from harness import report
-    from harness.results import read_records
+    from harness.records import compare as cmp
+    from harness.records.store import read_records
+    from harness.render import tables
 
     max_slowdown = cmp.parse_slowdown(args.max_slowdown) if args.max_slowdown is not None else None
     max_drop = cmp.parse_drop(args.max_metric_drop) if args.max_metric_drop is not None else None
@@ -359,37 +391,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise HarnessError(f"{where}: the results file holds no runs")
     comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric,
                        alpha=alpha)
-    header, cells, styles, right_from = cmp.cells(comp)
+    header, cells, styles, right_from = tables.compare_cells(comp)
     if args.format == "md":
-        report.print_text(report.markdown(header, cells, right_from))
+        print_text(tables.markdown(header, cells, right_from))
     elif args.format == "csv":
-        report.print_text(report.csv_text(header, cells))
+        print_text(tables.csv_text(header, cells))
     else:
-        report.print_cells(header, cells, styles, title=f"{args.base} -> {args.new}", right_from=right_from)
+        tables.print_cells(header, cells, styles, title=f"{args.base} -> {args.new}", right_from=right_from)
     for line in cmp.notes(comp):
-        report.print_note(line)
+        print_note(line)
     if comp.failed:
         for p in comp.failed:
-            report.print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
+            print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
         return ExitCode.RUN_FAILED
     noun = "run" if all(len(p.base) == 1 and len(p.new) == 1 for p in comp.matched) else "configuration"
     count = len(comp.matched)
-    report.print_note(f"{count} matched {noun}{'s' if count != 1 else ''} within the thresholds")
+    print_note(f"{count} matched {noun}{'s' if count != 1 else ''} within the thresholds")
     return ExitCode.OK
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from harness import report
-    from harness.plugins import load_registry
+    from harness.registry import load_registry  # lazy: it imports the plugins (torch)
+    from harness.render.listings import print_plugins  # lazy: it imports the plugin bases (torch)
 
-    report.print_plugins(load_registry(args.plugins, base_dir=Path.cwd()))
+    print_plugins(load_registry(args.plugins, base_dir=Path.cwd()))
     return ExitCode.OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from harness import report
-    from harness.analyze import analyze_dataset
-    from harness.suite import parse_set
+    from harness.analyze import analyze_dataset  # lazy: tokenizers and the plugins (torch)
+    from harness.config.suite import parse_set
+    from harness.render.listings import print_analysis  # lazy: it imports the plugin bases (torch)
 
     max_lens = None
     if args.max_len:
@@ -410,7 +442,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, subset=args.subset, seed=args.seed, data_dir=args.data_dir, plugins=plugins,
         strategies=args.strategies,
     )
-    report.print_analysis(result)
+    print_analysis(result)
     return ExitCode.OK
 
 
@@ -420,19 +452,17 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "a
 
 class _NoteHandler(logging.Handler):
     """Shows the ``harness`` loggers' records (INFO and above) as notes on stderr: the modules
-    below the command line log, only the command line (through :mod:`harness.report`) prints."""
+    below the command line log, only the command line (through :mod:`harness.render`) prints."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from harness import report
-
-            report.print_note(record.getMessage())
+            print_note(record.getMessage())
         except Exception:  # noqa: BLE001 - logging's own policy: a broken handler never stops the run
             self.handleError(record)
 
 
 def _show_log_notes() -> None:
-    """Route the ``harness`` loggers to :func:`harness.report.print_note`, once per process."""
+    """Route the ``harness`` loggers to :func:`harness.render.console.print_note`, once per process."""
     logger = logging.getLogger("harness")
     if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
         logger.addHandler(_NoteHandler(logging.INFO))
@@ -446,13 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.command](args))
     except HarnessError as exc:
-        from harness.report import print_error
-
         print_error(str(exc))
+        if exc.detail and os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+            sys.stderr.write(exc.detail.rstrip() + "\n")
         return int(exc.exit_code)
     except KeyboardInterrupt:  # before any run started (loading, preflight): nothing to keep
-        from harness.report import print_note
-
         print_note("interrupted")
         return int(ExitCode.INTERRUPTED)
 

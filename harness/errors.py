@@ -1,14 +1,22 @@
-"""The one user-error type and the documented exit codes.
+"""The one user-error type, the documented exit codes, and the one-line messages.
 
 User mistakes (a bad suite, an unknown plugin, a missing file or model) raise
 ``HarnessError``. The CLI catches it in one place, prints one red line without a
 traceback and exits with ``ExitCode.USAGE``. Anything else is a bug and keeps its
-traceback.
+traceback. ``HARNESS_TRACEBACK=1`` also prints, under the line, the traceback a
+:class:`HarnessError` carries of the exception it stands for (a plugin's own).
 """
 
 from __future__ import annotations
 
+import difflib
 import enum
+from typing import Sequence
+
+#: the distribution the harness and its extras install from (the import name is `harness`)
+DISTRIBUTION = "seqcls-harness"
+#: set to 1: a one-line error is followed by the traceback it stands for, where it has one
+TRACEBACK_ENV = "HARNESS_TRACEBACK"
 
 
 class ExitCode(enum.IntEnum):
@@ -19,6 +27,34 @@ class ExitCode(enum.IntEnum):
 
 
 class HarnessError(Exception):
-    """A user mistake: one line, no traceback, exit code 2."""
+    """A user mistake: one line, no traceback, exit code 2. ``detail``: the traceback of the
+    exception it stands for (a plugin's), shown under the line with ``HARNESS_TRACEBACK=1``."""
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+def one_line(exc: BaseException, keep: str = "all") -> str:
+    """An exception's message as one line, else its type's name: ``keep`` ``all`` its lines
+    joined with ``; ``, ``first`` the first (a CUDA out-of-memory message's), ``last`` the
+    last (a scheduler command's error, after its own preamble)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return {"all": "; ".join(lines), "first": lines[0], "last": lines[-1]}[keep]
+
+
+def unknown_name_message(kind: str, name: object, available: Sequence[str], where: str = "") -> str:
+    """``unknown head 'linaer'. Did you mean 'linear'? Available: ...``, ``where`` first."""
+    at = f"{where}: " if where else ""
+    close = difflib.get_close_matches(str(name), list(available), n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{at}unknown {kind} {name!r}.{hint} Available: {', '.join(available) or '(none)'}"
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: ``pip install 'seqcls-harness[hf]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"

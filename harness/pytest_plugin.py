@@ -11,13 +11,13 @@ is cheap (no torch): the harness is imported when the fixture is first used.
         assert record["status"] == "ok"
 
 A round is one training epoch and nothing else. pytest-benchmark's ``pedantic`` calls the
-set-up before each round, off the clock: :func:`harness.prepare.prepare` (data slice,
+set-up before each round, off the clock: :func:`harness.loop.prepare.prepare` (data slice,
 tokenizer, a fresh model with the same seed, optimizer, schedule) and the warm-up steps
-(:func:`harness.train.warm_up`). The round is :func:`harness.train.train_epoch`, whose own
+(:func:`harness.loop.train.warm_up`). The round is :func:`harness.loop.train.train_epoch`, whose own
 clock synchronises the device at its end, so what ``--benchmark-compare-fail`` judges is
 the epoch: a slower data loader or model build does not fail it, a strategy that pads
 twice as far does. After the rounds, the last round's model is evaluated once
-(:func:`harness.train.evaluate_epoch`) and its run record built as ``harness run`` builds
+(:func:`harness.loop.train.evaluate_epoch`) and its run record built as ``harness run`` builds
 one; ``extra_info`` holds each measured round's device-synchronised epoch time, the
 metrics, the token counts, the resolved config and the device.
 """
@@ -59,9 +59,10 @@ class HarnessBenchmark:
         self.where = where
 
     def resolve(self, config: Mapping[str, Any] | None = None, plugins: Sequence[str] = (), **keys: Any) -> Any:
-        """The :class:`harness.suite.ResolvedRun` for these keys (over BENCHMARK_DEFAULTS)."""
-        from harness.plugins import load_registry
-        from harness.suite import config_from_keys, dotted, resolve_run
+        """The :class:`harness.config.resolve.ResolvedRun` for these keys (over BENCHMARK_DEFAULTS)."""
+        from harness.config.resolve import resolve_run  # lazy: pytest loads this plugin in every session
+        from harness.config.suite import config_from_keys, dotted  # lazy: likewise
+        from harness.registry import load_registry  # lazy: likewise
 
         data = config_from_keys({**BENCHMARK_DEFAULTS, **(config or {}), **keys})
         registry = load_registry(list(plugins), base_dir=self.base_dir)
@@ -79,8 +80,8 @@ class HarnessBenchmark:
         :param warmup_rounds: rounds run first and not measured (they warm the process)
         :param keys: more config keys (``strategy="my_strategy", max_len=128``)
         """
-        from harness.errors import HarnessError
-        from harness.runner import preflight
+        from harness.errors import HarnessError  # lazy: pytest loads this plugin in every session
+        from harness.launch.runner import preflight  # lazy: likewise
 
         try:
             run = self.resolve(config, plugins, **keys)
@@ -117,8 +118,8 @@ class EpochRounds:
         self.train_seconds: list[float] = []  # every round's, warm-up rounds first
 
     def setup(self) -> tuple[tuple[list[Any]], dict[str, Any]]:
-        from harness.prepare import prepare
-        from harness.train import warm_up
+        from harness.loop.prepare import prepare  # lazy: pytest loads this plugin in every session
+        from harness.loop.train import warm_up  # lazy: likewise
 
         # drop the previous round's model and optimizer before building the next one: on a
         # GPU they would still be allocated, and counted in this round's peak memory
@@ -127,13 +128,13 @@ class EpochRounds:
         return ([p, warm_up(p)],), {}
 
     def round(self, prepared: list[Any]) -> None:
-        from harness.train import NullProgress, train_epoch
+        from harness.loop.train import NullProgress, train_epoch  # lazy: pytest loads this plugin in every session
 
         p, warmup_seconds = prepared
         # train_epoch's clock synchronises the device at its end: the round ends when the
         # device is done, not when the last kernel was queued
         epoch = train_epoch(p, 0, NullProgress())
-        self.train_seconds.append(epoch["train_seconds"])
+        self.train_seconds.append(epoch.train_seconds)
         self.last = (p, warmup_seconds, epoch)
 
     @staticmethod
@@ -143,12 +144,12 @@ class EpochRounds:
     def record(self) -> dict[str, Any]:
         """The last round's run record, its model evaluated once (as ``harness run`` records
         a one-epoch run)."""
-        from harness.train import evaluate_epoch, finish
+        from harness.loop.train import evaluate_epoch, finish  # lazy: pytest loads this plugin in every session
 
         assert self.last is not None, "no round ran"
         p, warmup_seconds, epoch = self.last
         evaluation = evaluate_epoch(p, epoch)
-        return finish(p, [epoch], evaluation, warmup_seconds=warmup_seconds)
+        return finish(p, [epoch], evaluation, warmup_seconds=warmup_seconds).to_dict()
 
 
 def extra_info(record: dict[str, Any], epoch_seconds: Sequence[float]) -> dict[str, Any]:
@@ -157,7 +158,7 @@ def extra_info(record: dict[str, Any], epoch_seconds: Sequence[float]) -> dict[s
     :param record: the last measured round's run record
     :param epoch_seconds: each measured round's epoch time, as the loop's clock took it
     """
-    from harness.summary import summarize
+    from harness.records.summary import summarize  # lazy: pytest loads this plugin in every session
 
     summary = summarize(record)
     epoch = (record.get("epochs") or [{}])[-1]
@@ -193,7 +194,7 @@ def machine_info(device: str = "auto") -> dict[str, Any]:
     """
     import torch
 
-    from harness.measure import environment, resolve_device
+    from harness.loop.env import environment, resolve_device  # lazy: pytest loads this plugin in every session
 
     env = environment(torch.device(resolve_device(device)))
     return {

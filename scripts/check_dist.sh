@@ -47,7 +47,7 @@ for kind in wheel sdist; do
   (cd "$work" && "$env/bin/harness" run "$work/tiny.yaml" --out "$work/out-$kind" --no-progress)
   grep -q '"status": "ok"' "$work/out-$kind/results.jsonl"
   # the example plugin names `seqcls-harness` as its dependency: pip finds it installed
-  "$env/bin/pip" install --quiet "$root/examples/harness-example-dataset"
+  "$env/bin/pip" install --quiet "$root/plugins/harness-example-dataset"
   (cd "$work" && "$env/bin/harness" plugins) > "$work/plugins.txt"
   grep -q reviews_example "$work/plugins.txt"
 done

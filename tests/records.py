@@ -1,5 +1,5 @@
 """Small run records built by hand, through the record model train.py uses
-(:class:`harness.record.RunRecord`), for report/compare tests."""
+(:class:`harness.records.record.RunRecord`), for report/compare tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.record import RunRecord
+from harness.records.record import RunRecord
 
 #: when the hand-made runs started and finished (any fixed time: the tables do not show it)
 WHEN = "2025-01-01T00:00:00+00:00"

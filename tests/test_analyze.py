@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.analyze import EPOCHS, analyze_dataset, default_strategies, histogram, padded_tokens, profile
-from harness.plugins import load_registry
+from harness.registry import load_registry
 
 #: all a strategy asks of the tokenizer when it only orders and pads lengths
 PAD_ONLY_TOKENIZER = SimpleNamespace(pad_token_id=0)
@@ -173,7 +173,7 @@ def test_a_plugin_strategy_shows_up_with_its_padding_waste(cli, data_dir, pad16_
     # the same sentences (the whole train split: no subset, so no sampling to redo), measured
     # with the tokenizer itself and batched by hand as training batches pad16: a seeded
     # permutation per epoch, 32 a batch, each padded to its longest rounded up to 16
-    from harness.model import load_tokenizer
+    from harness.loop.checkpoints import load_tokenizer
 
     with open(data_dir / "cola" / "raw" / "in_domain_train.tsv", newline="", encoding="utf-8") as f:
         sentences = [row[3] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]

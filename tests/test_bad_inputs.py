@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import TINY
+from helpers import TINY
 from harness.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,6 +393,9 @@ CASES: list[Case] = [
          "<tmp>/trec.csv:3: not valid UTF-8 (invalid continuation byte); if the file is in another encoding, "
          "set dataset.options.encoding (e.g. latin-1, cp1252)",
          lambda c: ["run", *_files(c), *tiny()]),
+    Case("slurm-bool", "suite", "a boolean where a SLURM setting takes a number (`--slurm gpus_per_run=true`)",
+         "--slurm gpus_per_run: expected an integer, got True",
+         lambda c: ["run", c.suite("name: bad\n"), "--executor", "local", "--slurm", "gpus_per_run=true", *tiny()]),
     Case("files-line-no-label", "data", "a `files` line that does not match `label_in_line`",
          "<tmp>/q.label:2: the line does not match dataset.options.label_in_line (the label, then ' ', then the "
          "text): 'nolabel'",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 
 def one_red_line(err: str) -> str:
@@ -65,14 +65,14 @@ def test_out_that_is_a_file_is_refused(cli, write_suite, tmp_path):
 
 
 def test_a_second_run_resumes_and_rerun_forces(cli, write_suite, tmp_path, monkeypatch):
-    import harness.runner
+    import harness.launch.runner
 
     trained = []
-    real_fit = harness.runner.fit
-    monkeypatch.setattr(harness.runner, "fit", lambda run, progress=None: trained.append(run.run_id) or real_fit(run, progress))
+    real_fit = harness.launch.runner.fit
+    monkeypatch.setattr(harness.launch.runner, "fit", lambda run, progress=None: trained.append(run.run_id) or real_fit(run, progress))
     suite = write_suite("name: r\nmatrix: {max_len: [16, 24]}\n")
     out = tmp_path / "out"
-    # in this process: the test counts the runs trained through harness.runner.fit
+    # in this process: the test counts the runs trained through harness.launch.runner.fit
     args = ("run", suite, "--out", out, "--no-progress", "--isolation", "none", *tiny_sets(max_len=None))
     assert cli(*args)[0] == 0
     assert len(trained) == 2
@@ -89,9 +89,9 @@ def test_a_second_run_resumes_and_rerun_forces(cli, write_suite, tmp_path, monke
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_bf16_instructions_is_a_warning_naming_the_key(cli, write_suite, tmp_path, monkeypatch, native):
-    import harness.runner
+    import harness.launch.runner
 
-    monkeypatch.setattr(harness.runner, "cpu_bf16_native", lambda: native)
+    monkeypatch.setattr(harness.launch.runner, "cpu_bf16_native", lambda: native)
     suite = write_suite("name: w\ndefaults: {precision: bf16}\n")
     code, out, err = cli("run", suite, "--out", tmp_path / "out", "--no-progress", *tiny_sets(epochs=1))
     assert code == 0, err

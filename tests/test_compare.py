@@ -113,7 +113,7 @@ def test_nothing_in_common_exits_2(cli, dirs):
 
 
 def test_fractions_and_percentages_parse_alike():
-    from harness.compare import parse_drop, parse_slowdown
+    from harness.records.compare import parse_drop, parse_slowdown
 
     assert parse_slowdown("10%") == pytest.approx(0.1) == parse_slowdown("0.1")
     assert parse_slowdown("150%") == pytest.approx(1.5)

@@ -10,10 +10,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 from harness.data import DataFiles
 from harness.errors import HarnessError
-from harness.plugins import load_registry
+from harness.registry import load_registry
 from harness.data.splits import stratified_subset
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, tiny_sets
+from helpers import SHARED_DATA, tiny_sets
 from harness.base import Encoded, StrategyOptions
 from harness.builtin.fixed import Fixed
-from harness.config import RunConfig
-from harness.launch import EventProgress, _forward_events, _supervise, failure_reason, torchrun_args
-from harness.suite import run_id
+from harness.config.keys import RunConfig, run_id
+from harness.launch.events import EventProgress, replay
+from harness.launch.failures import process_reason
+from harness.launch.process import Child, torchrun_args
+from harness.records.record import EpochRecord
 
 #: every run is stopped (and failed) after this many seconds: a hang cannot stall the tests
 BOUND = "launcher.timeout=150"
@@ -72,7 +74,7 @@ def suite_run(tmp_path_factory) -> tuple[int, list[dict], Path]:
     from transformers import BertConfig, BertModel
 
     from harness.cli import main
-    from harness.model import ARCHITECTURES
+    from harness.loop.checkpoints import ARCHITECTURES
 
     tmp = tmp_path_factory.mktemp("ddp")
     # a tiny random BERT without dropout: one process and two take the very same steps
@@ -276,17 +278,17 @@ def _error_file(workdir: Path, rank: int, message: str, usage: bool = False, at:
 
 def test_failure_reason_names_the_first_rank_that_failed(tmp_path):
     killed = TORCHRUN_SUMMARY.format(rank=3, code=-9)
-    assert failure_reason(tmp_path, killed, 1) == (
+    assert process_reason(tmp_path, killed, 1) == (
         False, "worker died: rank 3 was killed by SIGKILL without a Python error; the other ranks were stopped"
     )
     # the root cause's own error wins over the errors it caused on the other ranks
     _error_file(tmp_path, 0, "RuntimeError: Connection closed by peer", at=2.0)
     _error_file(tmp_path, 1, "out of memory: CUDA out of memory", at=1.0)
-    assert failure_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=1, code=1), 1) == (
+    assert process_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=1, code=1), 1) == (
         False, "worker failed: rank 1: out of memory: CUDA out of memory"
     )
     # without torchrun's summary: the earliest error
-    assert failure_reason(tmp_path, "", 1) == (False, "worker failed: rank 1: out of memory: CUDA out of memory")
+    assert process_reason(tmp_path, "", 1) == (False, "worker failed: rank 1: out of memory: CUDA out of memory")
 
 
 OTHER_FAILURE = """Other Failures:
@@ -303,19 +305,19 @@ def test_a_rank_that_lost_its_peer_is_not_named_the_cause(tmp_path):
     the rank that died without a Python error is the cause."""
     _error_file(tmp_path, 0, "RuntimeError: [/gloo/transport/tcp/pair.cc:553] Connection closed by peer")
     log = TORCHRUN_SUMMARY.format(rank=0, code=1) + OTHER_FAILURE.format(rank=1, code=1)
-    assert failure_reason(tmp_path, log, 1) == (
+    assert process_reason(tmp_path, log, 1) == (
         False, "worker died: rank 1 exited with code 1 without a Python error; the other ranks were stopped"
     )
 
 
 def test_failure_reason_keeps_a_user_mistake_a_user_mistake(tmp_path):
     _error_file(tmp_path, 0, "dataset 'cola' has no test split", usage=True)
-    assert failure_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=0, code=1), 1) == (
+    assert process_reason(tmp_path, TORCHRUN_SUMMARY.format(rank=0, code=1), 1) == (
         True, "dataset 'cola' has no test split"
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert failure_reason(empty, "garbage", 7) == (False, "worker failed: torchrun exited with code 7 (see its log)")
+    assert process_reason(empty, "garbage", 7) == (False, "worker failed: torchrun exited with code 7 (see its log)")
 
 
 # ----------------------------------------------------------------- the parent's supervision
@@ -326,6 +328,7 @@ def test_workers_past_the_timeout_are_stopped(tmp_path, monkeypatch):
     import signal
     import subprocess
     import sys
+    import time
 
     started = []
 
@@ -336,9 +339,11 @@ def test_workers_past_the_timeout_are_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(subprocess, "Popen", Recorded)
     with open(tmp_path / "log", "wb") as log:
-        code, timed_out = _supervise(
-            [sys.executable, "-c", "import time; time.sleep(120)"], {}, log, tmp_path / "events", None, timeout=0.5
-        )
+        child = Child([sys.executable, "-c", "import time; time.sleep(120)"], {}, log, tmp_path / "events", None,
+                      timeout=0.5)
+        while (code := child.poll()) is None:
+            time.sleep(0.05)
+        timed_out = child.timed_out
     assert timed_out and code != 0
     # stopped by the parent's SIGTERM (not its own end after 120 s), waited for, and gone
     [proc] = started
@@ -360,11 +365,13 @@ def test_rank_0_progress_reaches_the_parent_progress_bars(tmp_path):
     worker.start_epoch(1, 2, 4)
     for _ in range(4):
         worker.advance()
-    worker.end_epoch({"train_seconds": 1.5, "train_loss": 0.7, "metrics": {"mcc": 0.1}})
+    epoch = EpochRecord(epoch=1, train_seconds=1.5, eval_seconds=0.1, train_loss=0.7, steps=4, real_tokens=10,
+                        padded_tokens=20, peak_memory_bytes=1, metrics={"mcc": 0.1})
+    worker.end_epoch(epoch)
     parent = Recorder()
-    offset = _forward_events(events, 0, parent)
+    offset = replay(events, 0, parent)
     worker.close()
     assert parent.calls[0] == ("start_epoch", 1, 2, 4)
     assert sum(c[1] for c in parent.calls if c[0] == "advance") == 4  # batched, none lost
-    assert parent.calls[-1] == ("end_epoch", {"train_seconds": 1.5, "train_loss": 0.7, "metrics": {"mcc": 0.1}})
-    assert _forward_events(events, offset, parent) == offset  # nothing replayed twice
+    assert parent.calls[-1] == ("end_epoch", epoch)
+    assert replay(events, offset, parent) == offset  # nothing replayed twice

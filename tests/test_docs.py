@@ -12,7 +12,7 @@ import torch
 
 from harness import hookspecs
 from harness.base import Example, iter_option_fields
-from harness.plugins import load_registry
+from harness.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS_MD = REPO / "docs" / "plugins.md"
@@ -90,7 +90,8 @@ def _walkthrough_module() -> str:
 
 
 def test_the_head_walkthrough_code_works_as_written(tmp_path):
-    from harness.model import build_classifier, load_tokenizer
+    from harness.loop.classifier import build_classifier
+    from harness.loop.checkpoints import load_tokenizer
 
     path = tmp_path / "maxpool_head.py"
     path.write_text(_walkthrough_module(), encoding="utf-8")
@@ -132,14 +133,14 @@ def _generated_block(path: Path, start: str, end: str, expected: str, command: s
 
 
 def test_the_key_table_in_docs_is_generated_from_runconfig():
-    from harness.config import key_table
+    from harness.config.docs import key_table
 
     _generated_block(SUITES_MD, KEYS_START, KEYS_END, key_table(),
-                     "from harness.config import key_table; print(key_table())")
+                     "from harness.config.docs import key_table; print(key_table())")
 
 
 def test_every_suite_key_has_a_type_a_default_and_a_meaning():
-    from harness.config import key_table
+    from harness.config.docs import key_table
 
     rows = key_table().splitlines()[2:]
     keys = [row.split(" | ")[0].strip("| `") for row in rows]
@@ -158,7 +159,7 @@ def _columns_section() -> str:
 def test_every_column_of_the_results_table_is_explained():
     from records import record
 
-    from harness.report import table_cells
+    from harness.render.tables import table_cells
 
     # two seeds of one configuration on a known GPU, compiled: every optional column shows
     records = [record(f"seed{seed}", seed=seed) for seed in (1, 2)]
@@ -235,14 +236,14 @@ RECORD_START, RECORD_END = "<!-- record:start -->", "<!-- record:end -->"
 
 
 def test_the_record_table_in_docs_is_generated_from_runrecord():
-    from harness.record import field_table
+    from harness.records.record import field_table
 
     _generated_block(RESULTS_MD, RECORD_START, RECORD_END, field_table(),
-                     "from harness.record import field_table; print(field_table())")
+                     "from harness.records.record import field_table; print(field_table())")
 
 
 def test_every_record_field_has_a_type_and_a_meaning():
-    from harness.record import field_table
+    from harness.records.record import field_table
 
     rows = field_table().splitlines()[2:]
     fields = [row.split(" | ")[0].strip("| `") for row in rows]

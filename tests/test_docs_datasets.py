@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from conftest import REPO, tiny_sets
-from harness.plugins import load_registry
+from helpers import REPO, tiny_sets
+from harness.registry import load_registry
 
 DOC = (REPO / "docs" / "datasets.md").read_text(encoding="utf-8")
 

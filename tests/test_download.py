@@ -96,7 +96,7 @@ def test_cola_downloads_verifies_unpacks_and_caches(serve, online, monkeypatch, 
 
     # a run uses the cache; nothing is downloaded twice
     suite = write_suite("name: dl\ndefaults: {dataset: cola}\n")
-    from conftest import tiny_sets
+    from helpers import tiny_sets
 
     code, _, err = cli("run", suite, "--out", tmp_path / "out", "--no-progress", *tiny_sets())
     assert code == 0, err

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 from harness.data import parse_label, read_header, read_jsonl, read_lines, read_rows, read_text
 from harness.errors import HarnessError
 

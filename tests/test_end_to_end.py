@@ -1,6 +1,6 @@
 import json
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 
 def test_run_writes_one_record_per_run_and_prints_the_table(cli, write_suite, tmp_path):

@@ -1,4 +1,4 @@
-"""The example package in examples/ is found through its `harness` entry point (without
+"""The example package in plugins/ is found through its `harness` entry point (without
 pip-installing it: a *.dist-info folder on sys.path is all importlib.metadata needs), shows
 in `harness plugins`, and runs in a suite; its own test passes too."""
 
@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
-EXAMPLE = REPO / "examples" / "harness-example-dataset"
+EXAMPLE = REPO / "plugins" / "harness-example-dataset"
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def example_installed(tmp_path, monkeypatch, plugin_autoload):
 
 
 def test_entry_point_discovery(example_installed, cli):
-    from harness.plugins import load_registry
+    from harness.registry import load_registry
 
     entry = load_registry().get("dataset", "reviews_example")
     assert entry.source == "entry point harness-example-dataset 0.1.0"
@@ -43,7 +42,7 @@ def test_entry_point_discovery(example_installed, cli):
 
 
 def test_blocked_entry_point_is_not_loaded(example_installed, monkeypatch):
-    from harness.plugins import load_registry
+    from harness.registry import load_registry
 
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "example_reviews")
     assert "reviews_example" not in load_registry().names("dataset")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_sets
-from harness.results import read_records
+from helpers import tiny_sets
+from harness.records.store import read_records
 
 #: a plugin's own exporter: appends what it was given to $EXPORT_LOG, with whether the
 #: record was already in results.jsonl when the hook was called

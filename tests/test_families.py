@@ -24,10 +24,11 @@ import torch.nn.functional as F
 import transformers as T
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-from conftest import SHARED_DATA, tiny_sets
+from helpers import SHARED_DATA, tiny_sets
 from harness.base import Example
-from harness.model import ARCHITECTURES, build_classifier, build_problem, load_tokenizer
-from harness.plugins import load_registry
+from harness.loop.checkpoints import ARCHITECTURES, load_tokenizer
+from harness.loop.classifier import build_classifier, build_problem
+from harness.registry import load_registry
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 MAX_POSITIONS = 64  # MAX_LEN 32 in the runs; 48 in the layout checks
@@ -363,10 +364,10 @@ def test_auto_dropout_sets_the_family_heads_own_dropout(checkpoints, registry, f
 
 
 def test_auto_dropout_on_a_family_without_a_known_key_is_refused(registry, monkeypatch):
-    import harness.model
+    import harness.loop.checkpoints
 
     cls = registry.get("head", "auto").cls
-    config = harness.model.load_config("bert-tiny", "random")
+    config = harness.loop.checkpoints.load_config("bert-tiny", "random")
     monkeypatch.delattr(type(config), "classifier_dropout", raising=False)
     monkeypatch.delattr(config, "classifier_dropout")  # a family whose head reads no such key
     assert build_problem("bert-tiny", "random", "sdpa", cls, cls.Options()) is None

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, TINY, wait_for
-from harness.results import read_records
+from helpers import SHARED_DATA, TINY, wait_for
+from harness.records.store import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 #: smaller than TINY: these tests run many suites
@@ -119,9 +119,9 @@ ZYGOTE = textwrap.dedent(
     """
     import json, os, sys, traceback
     from harness.cli import main
-    import harness.runner  # torch, transformers, the loop: imported once, before any fork
-    from harness.model import load_tokenizer
-    from harness.plugins import load_registry
+    import harness.launch.runner  # torch, transformers, the loop: imported once, before any fork
+    from harness.loop.checkpoints import load_tokenizer
+    from harness.registry import load_registry
     load_tokenizer("bert-tiny", "random", None)  # read once; forks share it
     load_registry()
     print(json.dumps({"ready": os.getpid()}), flush=True)
@@ -292,12 +292,12 @@ def _kill_ten_times_then_resume(zygote: Zygote, tmp_path: Path, rng: random.Rand
 
 
 def test_ctrl_c_before_any_run_is_a_short_note_not_a_traceback(cli, write_suite, monkeypatch):
-    import harness.suite
+    import harness.config.suite
 
     def interrupted(path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness.suite, "load_suite", interrupted)
+    monkeypatch.setattr(harness.config.suite, "load_suite", interrupted)
     code, out, err = cli("validate", write_suite("name: ok\n"))
     assert code == 130
     assert err.strip() == "interrupted" and "Traceback" not in out + err

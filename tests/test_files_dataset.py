@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 SMALL = {"dataset.subset.train": None, "dataset.subset.validation": None}
 

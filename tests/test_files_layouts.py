@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 from harness.builtin.files import Files, FilesOptions
 from harness.data import DataFiles
 from harness.errors import HarnessError

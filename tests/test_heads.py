@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 from harness.base import Example, masked_mean
-from harness.model import ARCHITECTURES, build_classifier, load_tokenizer
-from harness.plugins import load_registry
+from harness.loop.checkpoints import ARCHITECTURES, load_tokenizer
+from harness.loop.classifier import build_classifier
+from harness.registry import load_registry
 
 HEADS = ["linear", "cls", "mean", "mlp"]
 SENTENCES = [
@@ -347,8 +348,9 @@ def test_a_head_whose_options_drop_dropout_and_freeze_backbone_is_refused(cli, w
 def test_the_heads_suite_tables_mcc_and_epoch_time_per_head_and_freeze_flag_over_three_seeds():
     from pathlib import Path
 
-    from harness.report import table_cells
-    from harness.suite import load_suite, resolve
+    from harness.render.tables import table_cells
+    from harness.config.suite import load_suite
+    from harness.config.resolve import resolve
 
     suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "heads.yaml")
     runs = resolve(suite, load_registry())

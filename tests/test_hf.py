@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 datasets = pytest.importorskip("datasets", reason="the `hf` dataset needs the `hf` extra: pip install 'seqcls-harness[hf]'")
 
@@ -74,7 +74,7 @@ def _run(cli, tmp_path: Path, options: str, *extra: str) -> tuple[int, str, list
 
 def _dataset(tmp_path: Path, **options):
     from harness.data import DataFiles
-    from harness.plugins import load_registry
+    from harness.registry import load_registry
 
     cls = load_registry().get("dataset", "hf").cls
     return cls(cls.Options.model_validate(options, context={"base_dir": str(tmp_path)}), DataFiles("hf"))

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import TINY, wait_for
-from harness.results import read_records
+from helpers import TINY, wait_for
+from harness.records.store import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 #: four quick runs, the seeds their only difference
@@ -76,7 +76,7 @@ def _run(device: str = "cpu", nproc: int = 1) -> SimpleNamespace:
 
 
 def test_the_cores_are_split_between_the_jobs_and_given_back():
-    from harness.executors import Devices
+    from harness.launch.executors import Devices
 
     devices = Devices(2, cores=[0, 1, 2, 3])
     a, b = devices.take(_run()), devices.take(_run(nproc=2))
@@ -92,7 +92,7 @@ def test_the_cores_are_split_between_the_jobs_and_given_back():
 
 def test_gpus_go_one_run_per_gpu_or_nproc_per_data_parallel_run():
     from harness.errors import HarnessError
-    from harness.executors import Devices
+    from harness.launch.executors import Devices
 
     devices = Devices(4, gpus=[0, 1, 2, 3])
     one, two = devices.take(_run("cuda")), devices.take(_run("cuda", nproc=2))
@@ -116,7 +116,7 @@ def test_jobs_with_isolation_none_is_refused(cli, tmp_path):
 def test_the_progress_display_shows_every_active_run(monkeypatch):
     from rich.console import Console
 
-    from harness import progress as progress_module
+    from harness.render import progress as progress_module
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=160)
@@ -145,7 +145,7 @@ def _start(suite: Path, out: Path, log: Path) -> subprocess.Popen:
 
 
 def _workers(out: Path) -> list[int]:
-    """The pids of run processes working in ``out`` (``python -m harness.worker <out>/.launch-...``)."""
+    """The pids of run processes working in ``out`` (``python -m harness.launch.worker <out>/.launch-...``)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -154,7 +154,7 @@ def _workers(out: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"harness.worker" in cmdline and any(str(out).encode() in arg for arg in cmdline):
+        if b"harness.launch.worker" in cmdline and any(str(out).encode() in arg for arg in cmdline):
             pids.append(int(entry.name))
     return pids
 

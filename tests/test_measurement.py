@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_sets
-from harness.measure import BUSY_CORES, LoadProbe
-from harness.results import read_records
+from helpers import tiny_sets
+from harness.loop.measure import BUSY_CORES, LoadProbe
+from harness.records.store import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,7 +264,7 @@ def test_the_device_memory_sampler_keeps_nvmls_peak(monkeypatch):
 
     import torch
 
-    from harness.measure import DeviceMemorySampler
+    from harness.loop.measure import DeviceMemorySampler
 
     used = iter([100, 700, 300] + [200] * 10_000)
     seen = threading.Event()
@@ -296,8 +296,9 @@ def test_a_gpu_shared_with_another_process_makes_the_run_busy(monkeypatch):
 
     import torch
 
-    from harness.measure import gpu_other_processes
-    from harness.train import load_figures
+    from harness.loop.measure import gpu_other_processes
+    from harness.loop.train import load_figures
+    from harness.records.record import EpochRecord
 
     procs = [types.SimpleNamespace(pid=os.getpid()), types.SimpleNamespace(pid=4242)]
     fake = types.SimpleNamespace(
@@ -310,11 +311,15 @@ def test_a_gpu_shared_with_another_process_makes_the_run_busy(monkeypatch):
     assert gpu_other_processes(torch.device("cuda", 0), ours={os.getpid(), 4242}) == 0
     assert gpu_other_processes(torch.device("cpu")) is None
 
+    def epoch(**fields):
+        return EpochRecord(epoch=1, eval_seconds=0.1, train_loss=0.5, steps=1, real_tokens=1, padded_tokens=1,
+                           peak_memory_bytes=1, **fields)
+
     quiet = {"train_seconds": 10.0, "other_cpu_seconds": 0.1}
-    assert load_figures([quiet], None, None)["busy"] is False
-    shared = load_figures([quiet | {"gpu_other_processes": 1}], None, None)
-    assert shared["busy"] is True and shared["load"]["gpu_other_processes"] == 1
-    assert load_figures([{"train_seconds": 0.2, "other_cpu_seconds": 0.0}], None, None)["busy"] is None  # too short
+    assert load_figures([epoch(**quiet)], None, None)["busy"] is False
+    shared = load_figures([epoch(**quiet, gpu_other_processes=1)], None, None)
+    assert shared["busy"] is True and shared["load"].gpu_other_processes == 1
+    assert load_figures([epoch(train_seconds=0.2, other_cpu_seconds=0.0)], None, None)["busy"] is None  # too short
 
 
 ONE_CLASS_HEAD = """

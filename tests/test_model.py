@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.model import ARCHITECTURES, build_classifier, load_config, load_tokenizer, locate
-from harness.plugins import load_registry
+from harness.loop.checkpoints import ARCHITECTURES, load_config, load_tokenizer, locate
+from harness.loop.classifier import build_classifier
+from harness.registry import load_registry
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.measure import choose_precision
+from harness.loop.env import choose_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 

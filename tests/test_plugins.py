@@ -5,9 +5,9 @@ import textwrap
 import pytest
 
 from harness.errors import HarnessError
-from harness.plugins import load_registry
+from harness.registry import load_registry
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 DATASET_PLUGIN = '''
 from harness import hookimpl
@@ -105,7 +105,7 @@ from pydantic import Field
 
 from harness import hookimpl
 from harness.base import Options
-from harness.export import Exporter
+from harness.base import Exporter
 
 
 class TrackerOptions(Options):

@@ -1,6 +1,6 @@
 """The precision is chosen by the hardware: ``auto`` is bf16 only where it is computed natively.
 
-The CPU's flags are faked (``harness.measure.cpu_flags``), so each branch is tested on any
+The CPU's flags are faked (``harness.loop.env.cpu_flags``), so each branch is tested on any
 machine: a CPU without AVX512-BF16, AMX or Arm BF16 gets fp32, one with them bf16; a GPU
 as before. The record says what was chosen and why; no shipped suite forces bf16 on a CPU.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness.measure as measure
-from conftest import tiny_sets
+import harness.loop.env as measure
+from helpers import tiny_sets
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = sorted((REPO / "suites").glob("*.yaml"))

@@ -12,17 +12,17 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 from harness.errors import HarnessError
-from harness.model import model_revision
-from harness.record import SCHEMA_VERSION, RunRecord, json_schema
-from harness.results import read_records
+from harness.loop.checkpoints import model_revision
+from harness.records.record import RunRecord, SCHEMA_VERSION, json_schema
+from harness.records.store import read_records
 from records import record, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO / "docs" / "results.schema.json"
 REGENERATE = (
-    '.venv/bin/python -c "import json; from harness.record import json_schema; '
+    '.venv/bin/python -c "import json; from harness.records.record import json_schema; '
     'print(json.dumps(json_schema(), indent=2, sort_keys=True))" > docs/results.schema.json'
 )
 
@@ -188,3 +188,30 @@ def test_a_hugging_face_name_is_its_commit_in_the_hub_cache(tmp_path, monkeypatc
     assert model_revision("acme/tiny-bert", "pretrained") == "0123abcd4567"
     assert model_revision("acme/not-cached", "pretrained") is None
     assert re.fullmatch(r"random:sha256:[0-9a-f]{16}", model_revision("acme/tiny-bert", "random"))
+
+
+# ------------------------------------------------------- records from before the typed parts
+
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def test_an_old_results_file_reads_back_unchanged_and_reports_the_same_tables(cli, tmp_path, validator):
+    """results.jsonl of the main job written by the harness at record format 1.2 (before its
+    parts were typed), checked in with the tables that harness printed from it: the typed
+    record reads each line and writes it back byte for byte the same JSON, and report prints
+    the same markdown, CSV and epoch tables."""
+    old = FIXTURES / "max_len-1.2.jsonl"
+    lines = old.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        data = json.loads(line)
+        assert data["schema_version"] == "1.2"
+        assert RunRecord.model_validate(data).to_dict() == data
+        assert_valid(validator, data)
+    out = tmp_path / "max_len"
+    out.mkdir()
+    (out / "results.jsonl").write_text(old.read_text(encoding="utf-8"), encoding="utf-8")
+    for args, expected in ((["--format", "md"], "max_len-1.2.md"), (["--format", "csv"], "max_len-1.2.csv"),
+                           (["--epochs", "--format", "md"], "max_len-1.2-epochs.md")):
+        code, printed, err = cli("report", out, *args)
+        assert code == 0, err
+        assert printed == (FIXTURES / expected).read_text(encoding="utf-8"), expected

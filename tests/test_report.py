@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from harness import plot
+from harness.render import plot
 from harness.errors import HarnessError
 from records import record, sweep, with_fields, write_results
 

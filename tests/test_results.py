@@ -4,13 +4,13 @@
 import json
 from collections import Counter
 
-from conftest import tiny_sets
+from helpers import tiny_sets
 
 
 def test_an_interrupted_suite_resumes_without_repeating_finished_runs(cli, write_suite, tmp_path, monkeypatch):
-    import harness.runner
+    import harness.launch.runner
 
-    real_fit = harness.runner.fit
+    real_fit = harness.launch.runner.fit
     trained: list[str] = []
 
     def fit_then_interrupt(run, progress=None):
@@ -21,10 +21,10 @@ def test_an_interrupted_suite_resumes_without_repeating_finished_runs(cli, write
         return real_fit(run, progress)
 
     interrupted: list[str] = []
-    monkeypatch.setattr(harness.runner, "fit", fit_then_interrupt)
+    monkeypatch.setattr(harness.launch.runner, "fit", fit_then_interrupt)
     suite = write_suite("name: resume\nmatrix: {max_len: [16, 24, 32]}\n")
     out = tmp_path / "out"
-    # in this process: the test interrupts harness.runner.fit
+    # in this process: the test interrupts harness.launch.runner.fit
     args = ("run", suite, "--out", out, "--no-progress", "--isolation", "none", *tiny_sets(max_len=None))
 
     code, stdout, stderr = cli(*args)
@@ -79,14 +79,14 @@ def test_an_installed_copy_inside_another_git_repository_reports_no_commit(tmp_p
     import shutil
     import subprocess
 
-    import harness.measure
+    import harness.loop.env
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     copy = tmp_path / "site-packages" / "harness_measure_copy.py"
     copy.parent.mkdir()
-    shutil.copy(harness.measure.__file__, copy)
+    shutil.copy(harness.loop.env.__file__, copy)
     spec = importlib.util.spec_from_file_location("harness_measure_copy", copy)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module._git_sha() is None
-    assert harness.measure._git_sha() is None or len(harness.measure._git_sha().split("-")[0]) == 40
+    assert harness.loop.env._git_sha() is None or len(harness.loop.env._git_sha().split("-")[0]) == 40

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import wait_for
-from harness.results import ResultsStore, read_records
+from helpers import wait_for
+from harness.records.store import ResultsStore, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(REPO / "harness").rglob("*.py"), *(REPO / "plugins").rglob("*.py")])
@@ -61,7 +61,8 @@ def test_real_checkpoints_still_load(tmp_path, fmt):
     """safetensors, and a torch checkpoint of plain tensors (loaded with weights_only=True)."""
     from transformers import BertConfig, BertModel
 
-    from harness.model import check_weights, load_backbone
+    from harness.loop.checkpoints import check_weights
+    from harness.loop.classifier import load_backbone
 
     config = BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     original = BertModel(config)
@@ -106,19 +107,19 @@ def test_source_runs_no_shell_and_loads_nothing_unsafely(path):
 
 def test_model_loading_refuses_remote_code_explicitly():
     """transformers asks on a terminal (and may run the code) unless told False: we tell it."""
-    tree = ast.parse((REPO / "harness" / "model.py").read_text(encoding="utf-8"))
-    loads = [(call, name) for call, name in _calls(tree) if name.endswith("from_pretrained")]
+    loads = [(path.name, call, name) for path in (REPO / "harness" / "loop").glob("*.py")
+             for call, name in _calls(ast.parse(path.read_text(encoding="utf-8"))) if name.endswith("from_pretrained")]
     assert loads
-    for call, name in loads:
+    for file, call, name in loads:
         keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
-        assert keywords.get("trust_remote_code") == "False", f"model.py:{call.lineno}: {name}"
+        assert keywords.get("trust_remote_code") == "False", f"{file}:{call.lineno}: {name}"
 
 
 # --------------------------------------------------------------------- the results store
 
 WRITER = """
 import sys, time
-from harness.results import ResultsStore
+from harness.records.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 pad = "x" * size  # large records: a write takes long enough to be killed in the middle

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, wait_for
-from harness.results import read_records
-from harness.slurm import minutes
+from helpers import TINY, wait_for
+from harness.records.store import read_records
+from harness.launch.slurm import minutes
 
 pytest.importorskip("submitit", reason="the slurm extra (submitit) is not installed")
 

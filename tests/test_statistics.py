@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness import metrics
-from harness.summary import estimate, welch_p
+from harness.stats import metrics
+from harness.stats.intervals import estimate, welch_p
 
 NAMES = ["accuracy", "mcc", "f1", "macro_f1"]
 

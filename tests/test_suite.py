@@ -3,9 +3,10 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.measure import cpu_bf16_native
-from harness.plugins import load_registry
-from harness.suite import load_suite, parse_set, resolve
+from harness.loop.env import cpu_bf16_native
+from harness.registry import load_registry
+from harness.config.suite import load_suite, parse_set
+from harness.config.resolve import resolve
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, tiny_sets
+from helpers import REPO, tiny_sets
 from harness.data.splits import read_split
 from harness.errors import HarnessError
-from harness.plugins import load_registry
-from harness.prepare import load_run_splits, make_dataset
-from harness.summary import config_group, pareto_front, rows
-from harness.suite import resolve_run, run_id
-from harness.tradeoff import tradeoff_data
+from harness.registry import load_registry
+from harness.loop.prepare import load_run_splits, make_dataset
+from harness.records.summary import config_group, pareto_front, rows
+from harness.config.resolve import resolve_run
+from harness.config.keys import run_id
+from harness.render.tradeoff import tradeoff_data
 from records import record, with_fields, write_results
 
 BUILT_INS = ("cola", "sst2", "mrpc", "imdb")
@@ -301,7 +302,7 @@ def _lr_strategy(test: dict[tuple[str, float], float] | None = None) -> list[dic
 
 
 def _front(records: list[dict]) -> set[tuple[str, float]]:
-    return {(r["strategy.name"], r["lr"]) for r in rows(records)[1] if r["pareto"]}
+    return {(r.config["strategy.name"], r.config["lr"]) for r in rows(records).rows if r.pareto}
 
 
 def test_the_table_marks_the_pareto_configurations_seeds_grouped(cli, tmp_path):
@@ -309,7 +310,7 @@ def test_the_table_marks_the_pareto_configurations_seeds_grouped(cli, tmp_path):
     # bucketed 5e-5 is the fastest at its MCC, fixed 1e-4 the most accurate; every other
     # configuration is as slow as one of them and less accurate
     assert _front(records) == {("bucketed", 5e-5), ("fixed", 1e-4)}
-    assert all(r["pareto"] is not None for r in rows(records)[1])
+    assert all(r.pareto is not None for r in rows(records).rows)
 
     code, out, err = cli("report", write_results(tmp_path / "r", records), "--format", "md")
     assert code == 0, err

@@ -15,6 +15,9 @@ Environment:
 - ``HARNESS_DOWNLOAD_TIMEOUT``: seconds to wait for a connection or for data (default 60).
 - ``HARNESS_CACHE_DIR``: the cache the download lands in (see :mod:`harness.data.files`).
 
+:func:`hub_reachable` is the one probe of the Hugging Face Hub (models and ``hf`` datasets
+alike): the hub client would otherwise retry for about 20 seconds before giving up.
+
 A download is announced as an INFO record on this module's logger (``harness.data.download``);
 the command line shows it as a note. Nothing here prints.
 """
@@ -33,6 +36,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 from urllib.parse import urlparse
@@ -45,6 +49,42 @@ TIMEOUT_ENV = "HARNESS_DOWNLOAD_TIMEOUT"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 log = logging.getLogger(__name__)
+
+#: seconds a connection to the Hugging Face Hub may take before the Hub counts as unreachable
+HUB_TIMEOUT = 3.0
+#: environment variables of the Hugging Face libraries that say: never ask the Hub
+HUB_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face Hub's address (``HF_ENDPOINT``, else https://huggingface.co)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> str | None:
+    """The variable that switches the Hugging Face libraries to offline mode (``HF_HUB_OFFLINE=1``), if any."""
+    for var in HUB_OFFLINE_ENV:
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]}"
+    return None
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub may be asked: no offline switch is on (:func:`hub_offline`) and a TCP
+    connection to :func:`hub_endpoint` opens within :data:`HUB_TIMEOUT` (asked once per
+    endpoint and process)."""
+    return hub_offline() is None and _connects(hub_endpoint())
+
+
+@lru_cache(maxsize=None)
+def _connects(endpoint: str) -> bool:
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=HUB_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

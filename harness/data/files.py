@@ -72,6 +72,7 @@ class DataFiles:
                 raise HarnessError(f"{self._missing(relative, source)}; the download failed: {exc}") from None
             found = self.find(relative, directory)
             if found is not None:
+                self.used.append(found)
                 return found
             raise HarnessError(f"{self._missing(relative, source)}; the download from {source.url} does not contain it")
         raise HarnessError(self._missing(relative, source))

@@ -1,6 +1,6 @@
 """Reading dataset files, with errors that name the file and the line.
 
-The readers plugins (and :mod:`harness.results`) use: delimited rows, a header, plain
+The readers plugins (and :mod:`harness.records.store`) use: delimited rows, a header, plain
 lines, JSON Lines, a whole text file, a label's class index, a label set inferred from
 the values, and a check that a split is not empty. Every mistake in a file is one
 :class:`~harness.errors.HarnessError` naming ``<file>:<line>``.

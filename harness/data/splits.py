@@ -15,15 +15,34 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from harness.config.keys import Subset, ValidationFromTrain
 from harness.errors import HarnessError
 
-if TYPE_CHECKING:
-    from harness.base import Dataset, Example
-    from harness.config import Subset, ValidationFromTrain
+
+class Example(Protocol):
+    """An example as :class:`harness.base.Example` is one: a text (or a pair) and its class."""
+
+    text: str
+    label: int
+    text_pair: str | None
+
+
+class Dataset(Protocol):
+    """What this module asks of a dataset plugin (:class:`harness.base.Dataset`)."""
+
+    name: str
+    splits: Sequence[str]
+    labels: Sequence[str]
+    files: Any
+
+    @property
+    def num_labels(self) -> int: ...
+
+    def load(self, split: str) -> list[Any]: ...
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

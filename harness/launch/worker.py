@@ -1,0 +1,111 @@
+"""The process a run trains in: what ``python -m harness.launch.worker WORKDIR`` starts (one
+per run), or ``torchrun ... -m harness.launch.worker WORKDIR`` (one per rank of a
+data-parallel run; torchrun itself started as ``python -m harness.launch.worker --guard PID
+torchrun...``, which makes it die with ``harness run``).
+
+It reads the run's spec the parent wrote (``WORKDIR/spec.json``,
+:class:`~harness.launch.spec.RunSpec`), resolves the run again by the same function as the
+parent (its plugins looked up again: built-ins, entry points, the local modules the run's
+plugins came from), joins the process group when torchrun started it (NCCL on GPUs, gloo
+on the CPU) and calls :func:`harness.loop.train.fit`. Rank 0 writes the record and the
+progress events. A process that fails writes its :class:`~harness.launch.failures.RankError`
+(its traceback goes to the run's log) and exits non-zero; torchrun then stops the other
+ranks. See :mod:`harness.launch.process`.
+
+Importing this module imports no torch: the guard (``--guard``) only execs torchrun, and a
+worker pins itself to its cores (``HARNESS_CPUS``) before torch starts its threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from harness.launch import CPUS_ENV, EVENTS, RANK0, RECORD, SPEC
+
+
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent dies (``harness run``, or torchrun),
+    so a killed ``harness run`` leaves no run training for nobody. ``parent``: the pid the
+    parent should have; if it is gone already (it died before the request), exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def guard(argv: Sequence[str]) -> None:
+    """``python -m harness.launch.worker --guard PARENT_PID CMD...``: run CMD (torchrun) in this
+    process, killed when ``harness run`` dies; the request survives the exec."""
+    _die_with_parent(int(argv[0]))
+    os.execv(argv[1], list(argv[1:]))
+
+
+def _pin_cores() -> None:
+    """Pin this process (its threads, torch's included) to the cores :class:`~harness.launch.process.RunProcess`
+    gave it (``HARNESS_CPUS``), before torch starts its threads."""
+    cpus = os.environ.get(CPUS_ENV)
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+        except (OSError, ValueError):  # a core that went away: run unpinned
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--guard":
+        guard(argv[1:])
+    workdir = Path(argv[0])
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1  # started by torchrun
+    parent = os.environ.get("HARNESS_PARENT_PID")
+    _die_with_parent(int(parent) if parent and "TORCHELASTIC_RUN_ID" not in os.environ else None)
+    _pin_cores()
+    if rank == 0:
+        (workdir / RANK0).touch()  # this node records the run
+    progress = None
+    try:
+        import torch
+        import torch.distributed as dist
+
+        from harness.launch.events import EventProgress  # after pinning the cores: it imports torch
+        from harness.launch.spec import RunSpec  # after pinning the cores: it imports torch
+        from harness.loop.train import fit  # after pinning the cores: it imports torch
+
+        run = RunSpec.read(workdir / SPEC).resolve()
+        if distributed:
+            if run.config.device == "cuda":
+                torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
+        progress = EventProgress(workdir / EVENTS) if rank == 0 else None
+        record = fit(run, progress, isolation="process")
+        if rank == 0:
+            tmp = workdir / (RECORD + ".tmp")
+            tmp.write_text(record.model_dump_json(), encoding="utf-8")
+            os.replace(tmp, workdir / RECORD)  # the parent never reads half a file
+        if distributed:
+            dist.destroy_process_group()
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit non-zero
+        from harness.errors import HarnessError  # here: a failed import above is reported too
+        from harness.launch.failures import RankError  # here: a failed import above is reported too
+
+        RankError.of(rank, exc, usage=isinstance(exc, HarnessError)).write(workdir)
+        traceback.print_exc()
+        return 1
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Run records and the results store: ``<out>/results.jsonl``, one JSON object per run.
+
+Every write replaces the whole file atomically (write a temporary file, fsync, rename,
+fsync the directory), so a reader, or a ``kill -9`` at any moment, never sees a partial
+line. The store keeps one record per ``run_id``: a run that is run again replaces its
+earlier record. Each write holds an advisory lock on ``<out>/.results.lock`` and merges
+with what is on disk, so two processes sharing an output directory never drop each
+other's records. Reports, comparisons and resume read only this file.
+
+:meth:`ResultsStore.add` is where a record is stored, whichever way its run was launched:
+once the record is on disk it calls the store's ``on_stored`` (the exporters, the
+``harness_record_stored`` hook: :func:`harness.records.export.notifier`) with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+from harness.data.read import read_lines
+from harness.errors import HarnessError
+from harness.records.record import RunRecord, version_problem
+
+RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".results.lock"
+TMP_PREFIX = ".results-"
+#: statuses that count as finished: resume skips them (``--rerun`` forces them)
+FINISHED = ("ok", "diverged")
+#: what the store calls with each record it has just written, and the output directory
+OnStored = Callable[[dict[str, Any], Path], None]
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """The output directory, checked without creating anything: an error when it is a file,
+    or when it (or the nearest folder above it that exists) is not writable."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out}: exists and is not a directory")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(f"--out {out}: not writable" if existing == out else
+                           f"--out {out}: cannot create it (Permission denied in {existing})")
+    return out
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the output directory; a clear error when it is a file or not writable."""
+    out = check_out_dir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--out {out}: cannot create it ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise HarnessError(f"--out {out}: not writable")
+    return out
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a results file (a directory holding one, or the file itself).
+
+    A record of a newer major ``schema_version`` than this harness's, or one whose version
+    is not ``major.minor``, is an error naming its file and line: its fields may mean
+    something else now."""
+    path = Path(path)
+    if not path.exists():
+        raise HarnessError(f"{path}: no such results directory or file")
+    if path.is_dir():
+        if not (path / RESULTS_FILE).is_file():
+            raise HarnessError(f"{path}: no {RESULTS_FILE} in it (is it the --out of a `harness run`?)")
+        path = path / RESULTS_FILE
+    records = []
+    for line_no, line in read_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
+        if not isinstance(record, dict) or "run_id" not in record:
+            raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
+        problem = version_problem(record.get("schema_version"))
+        if problem:
+            raise HarnessError(f"{path}:{line_no}: {problem}")
+        records.append(record)
+    return records
+
+
+def hold(path: Path, *, wait: bool = True) -> IO[str] | None:
+    """The one lock helper: ``path`` opened, holding an exclusive advisory lock, released when
+    the file is closed or this process dies. ``wait=False``: None at once when another process
+    holds it. Without fcntl (not POSIX) the file is returned unlocked."""
+    f = open(path, "a")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        f.close()
+        if wait:
+            raise
+        return None
+    return f
+
+
+@contextlib.contextmanager
+def locked(out_dir: str | Path) -> Iterator[None]:
+    """The results store's lock, ``<out>/.results.lock`` (:func:`hold`), held for one
+    read-merge-write of ``results.jsonl`` (or of a file written beside it: the SLURM job list)."""
+    out_dir = Path(out_dir)
+    with hold(out_dir / LOCK_FILE):
+        # temporary files left by a writer killed mid-write (no writer holds the lock now)
+        for stale in out_dir.glob(f"{TMP_PREFIX}*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+
+
+class ResultsStore:
+    """``<out>/results.jsonl``: one record per run id, each write whole and atomic under the lock."""
+
+    def __init__(self, out_dir: str | Path, on_stored: OnStored | None = None):
+        self.dir = Path(out_dir)
+        self.on_stored = on_stored
+        self.path = self.dir / RESULTS_FILE
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for record in read_records(self.path):
+                self.records[record["run_id"]] = record
+
+    def finished(self, run_id: str) -> bool:
+        record = self.records.get(run_id)
+        return record is not None and record.get("status") in FINISHED
+
+    def add(self, record: RunRecord | dict[str, Any]) -> None:
+        """Store a record (a run's, or the JSON object of one), replacing the run's earlier one."""
+        if isinstance(record, RunRecord):
+            record = record.to_dict()
+        with locked(self.dir):
+            # merge with the file as it is now: another process may have added or replaced runs
+            if self.path.exists():
+                self.records.update((r["run_id"], r) for r in read_records(self.path))
+            self.records[record["run_id"]] = record
+            self._write(self.records.values())
+        if self.on_stored is not None:  # after the lock: a slow exporter holds up no other writer
+            self.on_stored(record, self.dir)
+
+    def _write(self, records: Iterable[dict[str, Any]]) -> None:
+        try:
+            self._replace(records)
+        except OSError as exc:  # disk full, directory gone or read-only: the old file is intact
+            raise HarnessError(
+                f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
+            ) from None
+
+    def _replace(self, records: Iterable[dict[str, Any]]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=self.dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record, sort_keys=False, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.dir)  # the rename itself survives a power cut
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse
+        pass
+    finally:
+        os.close(fd)
