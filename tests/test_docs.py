@@ -252,3 +252,8 @@ def test_every_record_field_has_a_type_and_a_meaning():
             "epochs[].train_seconds", "epochs[].peak_memory_bytes", "epochs[].metrics"} <= set(fields)
     blank = [f for f, row in zip(fields, rows) if any(not cell.strip() for cell in row.strip("|").split(" | "))]
     assert not blank, f"record fields without a description (Field(description=...) in harness/record.py): {blank}"
+
+
+def test_the_readme_is_a_newcomers_page_of_200_lines_at_most():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: the details belong in docs/"
