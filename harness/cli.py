@@ -201,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
-    for warning in preflight(runs, here=cluster is None or cluster.kind == "local"):
+    warnings, busy = preflight(runs, here=cluster is None or cluster.kind == "local")
+    for warning in warnings:
         print_note(warning)
     prepare_out_dir(out)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
@@ -210,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{done} of {len(runs)} run{'s' if len(runs) != 1 else ''} already done in {out}: skipped "
             "(--rerun runs them again)"
         )
+    if busy:  # after the last check that can stop the command: a mistake stays one line
+        print_note(busy)
     try:
         at_once = cluster.jobs if cluster else args.jobs
         with RichProgress(len(runs), enabled=not args.no_progress, jobs=at_once) as progress:

@@ -41,10 +41,10 @@ from harness.records.record import Parallel, RunRecord, now
 from harness.records.store import OnStored, ResultsStore
 
 
-def preflight(runs: Sequence[ResolvedRun], *, here: bool = True) -> list[str]:
-    """Fail fast on anything that would fail a run; return warnings worth a line each.
-    ``here``: the runs train on this machine, whose load is then read while the checks run
-    (:func:`busy_note`)."""
+def preflight(runs: Sequence[ResolvedRun], *, here: bool = True) -> tuple[list[str], str | None]:
+    """Fail fast on anything that would fail a run; return the warnings worth a line each, and
+    (``here``: the runs train on this machine, whose load is read while the checks run) the
+    line that says the machine is busy (:func:`busy_note`), to print right before the first run."""
     checked: dict[tuple, bool] = {}  # data already checked: whether it holds sentence pairs
     warnings: dict[str, None] = {}
     probe = LoadProbe()
@@ -79,8 +79,7 @@ def preflight(runs: Sequence[ResolvedRun], *, here: bool = True) -> list[str]:
         if data_key not in checked:
             checked[data_key] = _check_data(run)
         _check_room(run, tok, pairs=checked[data_key])
-    busy = busy_note(probe) if here else None
-    return list(warnings) + ([busy] if busy else [])
+    return list(warnings), busy_note(probe) if here else None
 
 
 def busy_note(probe: LoadProbe) -> str | None:
