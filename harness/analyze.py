@@ -155,12 +155,13 @@ def _round_widths():
 def padded_tokens(lengths: np.ndarray, strategy: "TokenizerStrategy", batch_size: int, seed: int = 0) -> int:
     """Tokens an epoch computes on (real + padding) when ``strategy`` batches these lengths:
     the mean over :data:`EPOCHS` epochs of the strategy's own order and padding, with the
-    generator training gives it (:meth:`~harness.base.TokenizerStrategy.batches`)."""
+    generator training gives it (:meth:`~harness.base.TokenizerStrategy.groups`, what
+    :meth:`~harness.base.TokenizerStrategy.batches` collates)."""
     # what training hands the strategy: the lengths after truncation to its MAX_LEN
     kept = np.minimum(np.asarray(lengths, dtype=np.int64), strategy.max_len)
     totals = []
     for epoch in range(EPOCHS):
-        groups = strategy.order(kept, batch_size, np.random.default_rng([seed, epoch]))
+        groups = strategy.groups(kept, batch_size, seed=seed, epoch=epoch)
         totals.append(sum(len(g) * int(strategy.pad_to(kept[g])) for g in groups if len(g)))
     return int(round(float(np.mean(totals))))
 
