@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "time: the score against epoch time, one point per configuration")
     rep.add_argument("--group", metavar="KEY", action="append",
                      help="one plot line per value of KEY (default: every other key that varies); repeatable")
+    rep.add_argument("--vs", metavar="KEY=VALUE",
+                     help="each configuration's paired difference (main metric, accuracy) from the one with "
+                          "KEY=VALUE and otherwise the same, on the same examples, with a verdict at --alpha: "
+                          "--vs strategy=fixed")
+    rep.add_argument("--alpha", default="0.05", metavar="P", help="--vs: the significance level (default 0.05)")
 
     cmp = sub.add_parser("compare", help="compare two results directories configuration by configuration "
                                          "(seeds grouped); exit 1 on a regression")
@@ -149,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--max-metric-drop", metavar="X", help="fail when a run's metric drops by more, e.g. 0.02")
     cmp.add_argument("--metric", help="the metric to compare (default: each dataset's main metric)")
     cmp.add_argument("--alpha", default="0.05", metavar="P",
-                     help="significance level of Welch's t-test when both sides have several seeds "
-                          "(default 0.05): a change past a threshold is a regression only when p < alpha")
+                     help="significance level of the tests (Welch's with several seeds a side; the paired test of "
+                          "the metric and the step-level test of time where the runs kept their side files; "
+                          "default 0.05): a change past a threshold is a regression only when p < alpha")
     cmp.add_argument("--format", choices=("table", "md", "csv"), default="table")
     return parser
 
@@ -346,6 +352,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     records = read_records(args.dir)
     fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
     title = table_title(records, fallback)
+    if args.vs is not None:
+        return _report_vs(args, records, title)
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     else:
@@ -373,6 +381,53 @@ def cmd_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _report_vs(args: argparse.Namespace, records: list, title: str) -> int:
+    """``harness report DIR --vs KEY=VALUE``: the paired differences table, then its notes."""
+    from harness.records.compare import parse_alpha
+    from harness.records.versus import folder_of, versus
+    from harness.render import tables
+
+    if args.epochs:
+        raise HarnessError("--vs prints each configuration's paired differences; it does not combine with --epochs")
+    if args.plot is not None and args.x != "time":
+        raise HarnessError("--vs draws its paired intervals on the time plot: add --x time")
+    folder = folder_of(args.dir)
+    vs = versus(records, folder, args.vs, parse_alpha(args.alpha))
+    header, cells, styles, right_from = tables.vs_cells(vs)
+    _emit(args, header, cells, styles, right_from, f"{title}: against {args.vs}")
+    for line in tables.vs_notes(vs):
+        print_note(line)
+    if args.plot is not None:
+        from harness.records.summary import TEST, suite_names, tradeoff_metric
+        from harness.render import tradeoff  # lazy: matplotlib, where a plot is drawn
+
+        metric = tradeoff_metric(records) or ""
+        shown = versus(records, folder, args.vs, vs.alpha, split=_test_split(records)) if metric.startswith(TEST) else vs
+        path = tradeoff.write_tradeoff(records, args.plot or folder / "tradeoff.png",
+                                       title=suite_names(records, folder.name), vs=shown)
+        print_note(f"plot: {path}")
+    return ExitCode.OK
+
+
+def _test_split(records: list) -> str | None:
+    return next((r["config"].get("test_split") for r in records if (r.get("config") or {}).get("test_split")), None)
+
+
+def _emit(args: argparse.Namespace, header: list, cells: list, styles: list, right_from: int, title: str) -> None:
+    """Text cells as ``--format`` asks: a rich table, markdown or csv (to ``--output`` when given)."""
+    from harness.render import tables
+
+    if args.format == "table":
+        tables.print_cells(header, cells, styles, title=title, right_from=right_from)
+        return
+    text = tables.markdown(header, cells, right_from) if args.format == "md" else tables.csv_text(header, cells)
+    if getattr(args, "output", None):
+        _write_text(Path(args.output), text)
+        print_note(f"{args.format}: {args.output}")
+    else:
+        print_text(text)
+
+
 def _write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -383,6 +438,7 @@ def _write_text(path: Path, text: str) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.records import compare as cmp
     from harness.records.store import read_records
+    from harness.records.versus import folder_of
     from harness.render import tables
 
     max_slowdown = cmp.parse_slowdown(args.max_slowdown) if args.max_slowdown is not None else None
@@ -393,14 +449,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not records:
             raise HarnessError(f"{where}: the results file holds no runs")
     comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric,
-                       alpha=alpha)
+                       alpha=alpha, folders=(folder_of(args.base), folder_of(args.new)))
     header, cells, styles, right_from = tables.compare_cells(comp)
-    if args.format == "md":
-        print_text(tables.markdown(header, cells, right_from))
-    elif args.format == "csv":
-        print_text(tables.csv_text(header, cells))
-    else:
-        tables.print_cells(header, cells, styles, title=f"{args.base} -> {args.new}", right_from=right_from)
+    _emit(args, header, cells, styles, right_from, f"{args.base} -> {args.new}")
     for line in cmp.notes(comp):
         print_note(line)
     if comp.failed:

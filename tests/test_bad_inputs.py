@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from helpers import TINY
@@ -44,6 +45,26 @@ PREVIOUS_RECORD = json.dumps({"run_id": "earlier", "status": "ok", "config": {},
 TINY_DISTILBERT = {"model_type": "distilbert", "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}
 TINY_DEBERTA = {"model_type": "deberta-v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "intermediate_size": 64}
+
+
+def side_results(c: "Ctx", name: str, texts: str = "abcd", steps: bool = True) -> Path:
+    """A results directory ``name`` with one ok run whose predictions file holds the
+    validation split of ``texts`` (one example per letter); its steps file when ``steps``."""
+    from harness.base import Example
+    from harness.records.sidefiles import SplitPredictions, StepSamples, split_sha256, write_side_files
+
+    folder = c.tmp / name
+    examples = [Example(t, i % 2) for i, t in enumerate(texts)]
+    labels = np.array([e.label for e in examples])
+    preds = SplitPredictions("validation", split_sha256(examples), labels, labels, np.eye(2)[labels])
+    side = write_side_files(folder, "r1", [preds], StepSamples())
+    if not steps:
+        (folder / side["steps"]).unlink()
+    record = {"run_id": "r1", "status": "ok", "config": {"strategy": {"name": "fixed"}, "max_len": 32,
+              "eval_split": "validation"}, "epochs": [], "metrics": {"mcc": 1.0}, "main_metric": "mcc",
+              "side_files": side}
+    (folder / "results.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return folder
 
 
 def versioned_record(version: str) -> str:
@@ -570,6 +591,25 @@ CASES: list[Case] = [
     Case("results-bad-schema-version", "output", "`harness compare` of a record whose schema_version is not major.minor",
          "<tmp>/new/results.jsonl:1: schema_version 'v2' is not a version (expected major.minor, e.g. '<version>')",
          lambda c: c.put("new/results.jsonl", versioned_record("v2")) + ["compare", c.out, c.tmp / "new"]),
+    Case("predictions-other-split", "output", "`harness compare` of runs whose predictions files hold other examples "
+         "of the split (the data changed between the two sides)",
+         "<tmp>/new/predictions/r1.npz: NEW run r1 evaluated other examples than BASE run r1 (validation 4 examples, "
+         "split sha256 <hash>; <tmp>/base/predictions/r1.npz: validation 4 examples, sha256 <hash>): their "
+         "predictions cannot be paired",
+         lambda c: ["compare", side_results(c, "base"), side_results(c, "new", texts="abce")]),
+    Case("side-file-missing", "output", "a record names a side file that is gone (moved or deleted)",
+         "<tmp>/new/steps/r1.npz: no such side file (the record names it; was it moved or deleted?)",
+         lambda c: ["compare", side_results(c, "base"), side_results(c, "new", steps=False)]),
+    Case("side-file-garbage", "output", "a side file that is not an archive of the harness",
+         "<tmp>/base/predictions/r1.npz: not a side file of the harness (<error>)",
+         lambda c: (side_results(c, "base"), c.put("base/predictions/r1.npz", b"\x00garbage" * 20))[1] + [
+                    "compare", c.tmp / "base", side_results(c, "new")]),
+    Case("report-vs-not-key-value", "output", "`harness report --vs` without a value",
+         "--vs strategy: expected KEY=VALUE, such as strategy=fixed",
+         lambda c: ["report", side_results(c, "base"), "--vs", "strategy"]),
+    Case("report-vs-unknown-value", "output", "`harness report --vs` with a value no run has",
+         "--vs strategy=fixd: no run has strategy=fixd (its values here: fixed)",
+         lambda c: ["report", side_results(c, "base"), "--vs", "strategy=fixd"]),
 ]
 
 

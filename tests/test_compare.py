@@ -170,11 +170,11 @@ def test_an_injected_30_percent_slowdown_over_three_seeds_is_a_significant_regre
     assert row["base epoch s"] == t_cell(BASE_SECONDS, 2) and row["new epoch s"] == t_cell(new_seconds, 2)
     assert row["base mcc"] == t_cell(base_mcc, 3) and row["new mcc"] == t_cell(new_mcc, 3)
     p_time = welch(BASE_SECONDS, new_seconds)
-    assert p_time < 0.05 and row["p time"] == p_text(p_time)
-    assert row["p mcc"] == p_text(welch(base_mcc, new_mcc))
+    assert p_time < 0.05 and row["p time"] == f"{p_text(p_time)} (Welch)"
+    assert row["p mcc"] == f"{p_text(welch(base_mcc, new_mcc))} (Welch)"
     assert "seed" not in row  # the seeds are grouped, not columns
     slower = (sum(new_seconds) / sum(BASE_SECONDS) - 1) * 100
-    expected = f"slower by {slower:.1f}% (limit 10%), p={p_text(p_time)}: a regression"
+    expected = f"slower by {slower:.1f}% (limit 10%), Welch p={p_text(p_time)}: a regression"
     assert row["verdict"] == expected
     [line] = errors(err)
     assert "s1-64, s2-64, s3-64" in line and expected in line
@@ -191,10 +191,10 @@ def test_two_sides_drawn_from_the_same_distribution_are_not_a_regression(cli, di
     [row] = md_row(out)
     p_time = welch(BASE_SECONDS, new_seconds)
     assert p_time > 0.05
-    within = f"slower by {(sum(new_seconds) / sum(BASE_SECONDS) - 1) * 100:.1f}% (limit 0%) but p={p_time:.3f}: within the noise"
+    within = f"slower by {(sum(new_seconds) / sum(BASE_SECONDS) - 1) * 100:.1f}% (limit 0%) but Welch p={p_time:.3f}: within the noise"
     assert within in row["verdict"] and within in err
     assert "mcc lower by 0.007 (limit 0)" in row["verdict"]
-    assert row["p time"] == f"{p_time:.3f}" and row["base epoch s"] == t_cell(BASE_SECONDS, 2)
+    assert row["p time"] == f"{p_time:.3f} (Welch)" and row["base epoch s"] == t_cell(BASE_SECONDS, 2)
     assert "1 matched configuration within the thresholds" in err
 
 

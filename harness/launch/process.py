@@ -112,7 +112,7 @@ class RunProcess:
         self.run, self.out_dir, self.progress = run, out_dir, progress
         self.workdirs = workdirs or out_dir  # where its work directory goes (a SLURM job: its own folder)
         self.threads, self.cpus, self.gpus = threads, cpus, gpus
-        self.spec = RunSpec.of(run, local_plugins(run), **(spec or {}))
+        self.spec = RunSpec.of(run, local_plugins(run), results_dir=str(Path(out_dir).absolute()), **(spec or {}))
         self.single = run.config.world_size == 1
         self.workdir: Path | None = None
         self.proc: Child | None = None

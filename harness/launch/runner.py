@@ -251,7 +251,7 @@ def _train(run: ResolvedRun, out_dir: Path, progress: Progress, isolation: str) 
         return launch(run, out_dir, progress)
     started = now()
     try:
-        return fit(run, progress)
+        return fit(run, progress, side_dir=out_dir)
     except (HarnessError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a fault of this run: record it, go on with the suite

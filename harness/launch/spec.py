@@ -47,6 +47,8 @@ class RunSpec(BaseModel):
     parallel: Parallel | None = None
     # a job of a scheduler (harness.launch.slurm): where it stores its record, through what
     out: str | None = None
+    #: where the run writes its side files (harness.records.sidefiles): the results directory
+    results_dir: str | None = None
     executor: str | None = None
     export: ExportSpec | None = None
 

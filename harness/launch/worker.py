@@ -81,13 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.launch.spec import RunSpec  # after pinning the cores: it imports torch
         from harness.loop.train import fit  # after pinning the cores: it imports torch
 
-        run = RunSpec.read(workdir / SPEC).resolve()
+        spec = RunSpec.read(workdir / SPEC)
+        run = spec.resolve()
         if distributed:
             if run.config.device == "cuda":
                 torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
         progress = EventProgress(workdir / EVENTS) if rank == 0 else None
-        record = fit(run, progress, isolation="process")
+        record = fit(run, progress, isolation="process", side_dir=Path(spec.results_dir) if spec.results_dir else None)
         if rank == 0:
             tmp = workdir / (RECORD + ".tmp")
             tmp.write_text(record.model_dump_json(), encoding="utf-8")

@@ -14,6 +14,7 @@ count from its own thread).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +40,7 @@ from harness.loop.measure import (
 from harness.loop.prepare import Prepared, autocast, prepare, seed_everything
 from harness.loop.tokens import Encoded
 from harness.records.record import Env, EpochRecord, Load, RunRecord, Target
+from harness.records.sidefiles import EVAL, TRAIN, SplitPredictions, StepSamples, split_sha256, write_side_files
 from harness.stats import metrics as metric_lib
 
 
@@ -88,9 +90,10 @@ def warm_up(p: Prepared) -> float:
     return seconds
 
 
-def train_epoch(p: Prepared, epoch: int, progress: Progress) -> EpochRecord:
+def train_epoch(p: Prepared, epoch: int, progress: Progress, samples: StepSamples | None = None) -> EpochRecord:
     """One epoch of training, timed; its measurements (the record's epoch but the evaluation's,
-    which :func:`evaluate_epoch` adds). ``epoch`` is 0-based."""
+    which :func:`evaluate_epoch` adds). ``epoch`` is 0-based. ``samples`` gets each step's
+    shape and seconds (the steps side file)."""
     cfg, group = p.run.config, p.group
     batches = p.strategy.batches(p.enc_train, p.batch_size, seed=cfg.seed, epoch=epoch, **group.shard)
     progress.start_epoch(epoch + 1, cfg.epochs, len(batches))
@@ -98,7 +101,8 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> EpochRecord:
     device_memory, load, steps = DeviceMemorySampler(p.device), LoadProbe(), StepTimer(p.device, len(batches))
     p.model.train()
     loss_sum = torch.zeros((), device=p.device)
-    real = padded = samples = 0
+    real = padded = examples = 0
+    shapes: list[tuple[int, int, int]] = []
     clock = Clock(p.device)
     device_memory.start()
     load.start()
@@ -117,20 +121,24 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress) -> EpochRecord:
         loss_sum += loss.detach()
         real += batch.real_tokens
         padded += batch.padded_tokens
-        samples += len(batch.index)
+        examples += len(batch.index)
+        shapes.append((len(batch.index), batch.input_ids.shape[-1], batch.real_tokens))  # host figures: no sync
         progress.advance()
     # the slowest rank's time; the mean loss and the total tokens of all ranks
     train_seconds = group.max(clock.stop())
     machine_cpu, own_cpu = load.stop()
     real_total = group.sum(real)
+    seconds = steps.seconds()
+    if samples is not None:
+        samples.add(TRAIN, epoch + 1, shapes, seconds)
     return EpochRecord(
         epoch=epoch + 1,
         train_seconds=train_seconds,
         train_cpu_seconds=own_cpu,  # steadier than wall time on a busy machine
         train_loss=group.mean(float(loss_sum) / max(1, len(batches))),
         steps=len(batches),
-        samples=group.sum(samples),
-        step_seconds=spread(steps.seconds()),
+        samples=group.sum(examples),
+        step_seconds=spread(seconds),
         real_tokens=real_total,
         padded_tokens=group.sum(padded),
         train_flops=_flops(p, real_total),
@@ -173,54 +181,65 @@ def _flops(p: Prepared, real_tokens: int) -> float:
 
 
 @torch.inference_mode()
-def predict(p: Prepared, encoded: Encoded | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions) of the evaluated split (``encoded``, else the ``eval_split``), in
-    its order; each rank predicts its shard, all gather."""
+def predict(
+    p: Prepared, encoded: Encoded | None = None, samples: StepSamples | None = None, epoch: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predicted classes, class probabilities) of the evaluated split (``encoded``,
+    else the ``eval_split``), in its order; each rank predicts its shard, all gather.
+    ``samples`` gets each batch's shape and seconds (forward only), as epoch ``epoch``."""
     encoded = p.enc_eval if encoded is None else encoded
     p.model.eval()
+    batches = p.strategy.batches(encoded, p.eval_batch_size, seed=None, **p.group.shard)
+    timer, shapes = StepTimer(p.device, len(batches)), []
     # start from empty tensors: a rank may have no examples of a tiny split
-    preds, order = [torch.empty(0, dtype=torch.long, device=p.device)], [torch.empty(0, dtype=torch.long)]
-    for batch in p.strategy.batches(encoded, p.eval_batch_size, seed=None, **p.group.shard):
+    probs, order = [torch.empty(0, p.dataset.num_labels, device=p.device)], [torch.empty(0, dtype=torch.long)]
+    timer.mark()
+    for batch in batches:
         b = batch.to(p.device, non_blocking=True)
         with autocast(p.device, p.precision):
             logits = p.model(b.input_ids, b.attention_mask, b.token_type_ids)
-        preds.append(logits.argmax(-1))
+        probs.append(logits.float().softmax(-1))
         order.append(batch.index)
-    predictions = torch.cat(preds).cpu().numpy()
-    index, predictions = p.group.gather(torch.cat(order).numpy(), predictions)
-    out = np.empty_like(predictions)
-    out[index] = predictions
-    return encoded.labels, out
+        timer.mark()
+        shapes.append((len(batch.index), batch.input_ids.shape[-1], batch.real_tokens))
+    if samples is not None:
+        samples.add(EVAL, epoch, shapes, timer.seconds())
+    index, gathered = p.group.gather(torch.cat(order).numpy(), torch.cat(probs).cpu().numpy())
+    probabilities = np.empty_like(gathered)
+    probabilities[index] = gathered
+    return encoded.labels, probabilities.argmax(-1), probabilities
 
 
-def evaluate_epoch(p: Prepared, epoch: EpochRecord) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_epoch(p: Prepared, epoch: EpochRecord, samples: StepSamples | None = None) -> SplitPredictions:
     """The evaluation after an epoch, timed apart from training: adds its seconds and metrics
-    to ``epoch``; returns (labels, predictions), for the final score's interval."""
+    to ``epoch``; returns its predictions, for the final score's interval and the side file."""
     clock = Clock(p.device)
     clock.start()
-    labels, predictions = predict(p)
+    labels, predictions, probabilities = predict(p, samples=samples, epoch=epoch.epoch)
     epoch.eval_seconds = p.group.max(clock.stop())
     epoch.metrics = metric_lib.compute(p.dataset.metrics, labels, predictions)
     epoch.predicted_classes = int(len(np.unique(predictions)))
-    return labels, predictions
+    return SplitPredictions(p.run.config.eval_split, "", labels, predictions, probabilities)
 
 
-def evaluate_test(p: Prepared) -> dict[str, Any]:
+def evaluate_test(p: Prepared) -> tuple[dict[str, Any], SplitPredictions | None]:
     """The final evaluation on the ``test_split``, once, after the last epoch (the tutorial's
     final score): its metrics with their bootstrap intervals and its seconds, none of it
-    epoch time. Empty when the run has no ``test_split``."""
-    if p.enc_test is None:
-        return {}
+    epoch time, and its predictions. Empty and None when the run has no ``test_split``."""
+    if p.enc_test is None or p.test is None:
+        return {}, None
     clock = Clock(p.device)
     clock.start()
-    labels, predictions = predict(p, p.enc_test)
+    labels, predictions, probabilities = predict(p, p.enc_test)
     seconds = p.group.max(clock.stop())
     ci = metric_lib.bootstrap_ci(p.dataset.metrics, labels, predictions, seed=p.run.config.seed)
-    return {
+    fields = {
         "test_metrics": metric_lib.compute(p.dataset.metrics, labels, predictions),
         "test_metrics_ci95": {k: list(v) for k, v in ci.items()}, "test_seconds": seconds,
         "test_one_class": bool(len(np.unique(predictions)) == 1),
     }
+    return fields, SplitPredictions(str(p.run.config.test_split), split_sha256(p.test.examples), labels, predictions,
+                                    probabilities)
 
 
 def diverged(epoch: EpochRecord) -> str | None:
@@ -229,36 +248,49 @@ def diverged(epoch: EpochRecord) -> str | None:
     return None if np.isfinite(loss) else f"train loss became {loss} in epoch {epoch.epoch}"
 
 
-def fit(run: ResolvedRun, progress: Progress | None = None, *, isolation: str = "none") -> RunRecord:
+def fit(
+    run: ResolvedRun, progress: Progress | None = None, *, isolation: str = "none", side_dir: Path | None = None,
+) -> RunRecord:
     """Fine-tune and evaluate one run; return its record (status ``ok`` or ``diverged``).
     ``isolation`` says where it runs: ``process`` (a worker of :mod:`harness.launch.process`) or
-    ``none`` (in the caller's process)."""
+    ``none`` (in the caller's process). ``side_dir``: the results directory its side files go
+    to (:mod:`harness.records.sidefiles`); None writes none."""
     progress = progress or NullProgress()
     load_before = load_average()
     p = prepare(run)
     warmup_seconds = warm_up(p)
     epochs: list[EpochRecord] = []
+    samples = StepSamples()
     for epoch in range(run.config.epochs):
-        measured = train_epoch(p, epoch, progress)
-        evaluation = evaluate_epoch(p, measured)
+        measured = train_epoch(p, epoch, progress, samples)
+        evaluation = evaluate_epoch(p, measured, samples)
         epochs.append(measured)
         progress.end_epoch(measured)
         if diverged(measured):
             break
-    return finish(p, epochs, evaluation, warmup_seconds=warmup_seconds, load_before=load_before, isolation=isolation)
+    return finish(p, epochs, evaluation, warmup_seconds=warmup_seconds, load_before=load_before, isolation=isolation,
+                  samples=samples, side_dir=side_dir)
 
 
 def finish(
-    p: Prepared, epochs: list[EpochRecord], evaluation: tuple[np.ndarray, np.ndarray], *, warmup_seconds: float,
-    load_before: list[float] | None = None, isolation: str = "none",
+    p: Prepared, epochs: list[EpochRecord], evaluation: SplitPredictions, *, warmup_seconds: float,
+    load_before: list[float] | None = None, isolation: str = "none", samples: StepSamples | None = None,
+    side_dir: Path | None = None,
 ) -> RunRecord:
-    """The record of a run that trained ``epochs``, the last evaluated to ``evaluation``
-    (labels, predictions): its figures, the machine's load and the final score's interval,
-    and, unless it diverged, the final evaluation on its ``test_split`` (:func:`evaluate_test`)."""
+    """The record of a run that trained ``epochs``, the last evaluated to ``evaluation``: its
+    figures, the machine's load and the final score's interval, and, unless it diverged, the
+    final evaluation on its ``test_split`` (:func:`evaluate_test`). With ``side_dir`` (rank 0
+    only), the run's side files are written there and named by the record."""
     cfg = p.run.config
     reason = diverged(epochs[-1])
-    ci = None if reason else metric_lib.bootstrap_ci(p.dataset.metrics, *evaluation, seed=cfg.seed)
-    test = {} if reason else evaluate_test(p)
+    labels, predictions = evaluation.labels, evaluation.predicted
+    ci = None if reason else metric_lib.bootstrap_ci(p.dataset.metrics, labels, predictions, seed=cfg.seed)
+    test, tested = ({}, None) if reason else evaluate_test(p)
+    side = {}
+    if side_dir is not None and p.group.rank == 0:
+        evaluation.sha256 = split_sha256(p.held_out.examples)
+        side["side_files"] = write_side_files(side_dir, p.run.run_id, [evaluation, *([tested] if tested else [])],
+                                              samples or StepSamples())
     return RunRecord.finished(
         p.run, started_at=p.started_at, epochs=epochs, diverged=reason,
         env=Env(**environment(p.device), model_revision=model_revision(cfg.model, cfg.init),
@@ -266,7 +298,7 @@ def finish(
         model_info=p.model_info, data=p.data_info(), main_metric=p.dataset.metrics[0],
         warmup_seconds=warmup_seconds, compile_seconds=warmup_seconds if cfg.compile else None,
         isolation=isolation, metrics_ci95={k: list(v) for k, v in ci.items()} if ci else None,
-        one_class=None if reason else epochs[-1].predicted_classes == 1, **test,
+        one_class=None if reason else epochs[-1].predicted_classes == 1, **test, **side,
         **throughput(epochs), **load_figures(epochs, load_before, load_average()),
         **({"target": time_to_target(epochs, cfg.target)} if cfg.target else {}),
     )

@@ -8,6 +8,14 @@ epoch time on both sides with n and a 95% Student's t interval, their ratio, the
 metric likewise, and, with at least two runs on both sides, Welch's t-test of each
 difference.
 
+When the runs left their side files (:mod:`harness.records.sidefiles`), sharper tests
+replace those that need several runs a side. The metric: a paired test on the same
+examples (:func:`harness.records.versus.paired`: one run a side, a paired bootstrap over
+the examples; several, a two-level bootstrap over seeds and examples); predictions of
+different examples are refused. The time, with one run a side: NEW's step times against
+BASE's on matched steps (:func:`harness.stats.paired.step_ratio`), unless the steps are too
+noisy to judge or a run was busy.
+
 A configuration is a regression when its NEW side is slower than ``--max-slowdown``
 allows or its metric dropped by more than ``--max-metric-drop``, AND, when both sides
 have two runs or more, Welch's p is below ``--alpha`` (past the threshold but not
@@ -20,11 +28,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
+from harness.records.sidefiles import record_steps
 from harness.records.summary import ALWAYS_SHOWN, column_label, config_group, flatten, main_metric, summarize, varied_keys
+from harness.records.versus import paired
 from harness.stats.intervals import Estimate, estimate, welch_p
+from harness.stats.paired import PairedDifference, StepRatio, step_ratio
 
 #: environment fields worth a warning when they differ between BASE and NEW
 ENV_KEYS = ("device_name", "model_revision", "torch", "transformers", "cuda", "python", "harness_version", "harness_git_sha")
@@ -105,6 +117,8 @@ class Pair:
     metric: str | None = None
     time: Difference | None = None
     score: Difference | None = None
+    paired: PairedDifference | None = None  # the metric on the same examples
+    steps: StepRatio | None = None  # one run a side: matched steps
     problems: list[str] = field(default_factory=list)  # regressions: exit 1
     within_noise: list[str] = field(default_factory=list)  # past a threshold, not significant
 
@@ -122,9 +136,21 @@ class Pair:
         return "both" if self.base and self.new else ("BASE" if self.base else "NEW")
 
     @property
-    def judged(self) -> bool:
-        """Whether both sides have two runs or more: Welch's test can weigh the noise."""
-        return len(self.base) >= 2 and len(self.new) >= 2
+    def time_test(self) -> tuple[float | None, str]:
+        """The p of the epoch time's change and the test that gave it: Welch's with several runs
+        a side, else the step-level test when its steps can be judged."""
+        if self.time is not None and self.time.p is not None:
+            return self.time.p, "Welch"
+        if self.steps is not None and self.steps.noisy is None and not self.busy:
+            return self.steps.p, "steps"
+        return None, ""
+
+    @property
+    def score_test(self) -> tuple[float | None, str]:
+        """The p of the metric's change: the paired test on the same examples, else Welch's."""
+        if self.paired is not None:
+            return self.paired.p, "paired"
+        return (self.score.p, "Welch") if self.score is not None and self.score.p is not None else (None, "")
 
     @property
     def busy(self) -> list[str]:
@@ -152,8 +178,9 @@ class Comparison:
 
     @property
     def unjudged(self) -> list[Pair]:
-        """Matched configurations with a single run on a side: thresholds alone decide."""
-        return [p for p in self.matched if not p.judged]
+        """Matched configurations whose time and metric no test judges (a single run on a
+        side, no side files): thresholds alone decide."""
+        return [p for p in self.matched if p.time_test[0] is None and p.score_test[0] is None]
 
 
 def _score(record: dict[str, Any], metric: str | None) -> float | None:
@@ -181,8 +208,10 @@ def _groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
 def compare(
     base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]], *,
     max_slowdown: float | None = None, max_metric_drop: float | None = None, metric: str | None = None,
-    alpha: float = 0.05,
+    alpha: float = 0.05, folders: tuple[Path, Path] | None = None,
 ) -> Comparison:
+    """``folders``: the results directories of BASE and NEW, where their side files lie (None:
+    records alone, no paired tests)."""
     everything = [*base, *new]
     if metric is not None and not any(metric in (r.get("metrics") or {}) for r in everything):
         known = sorted({m for r in everything for m in (r.get("metrics") or {})})
@@ -197,6 +226,8 @@ def compare(
         if b and n:
             pair.time = Difference.of(epoch_seconds(b), epoch_seconds(n))
             pair.score = Difference.of(scores(b, pair.metric), scores(n, pair.metric))
+            if folders is not None:
+                _side_tests(pair, *folders)
             _judge(pair, max_slowdown, max_metric_drop, alpha)
         pairs.append(pair)
     if not any(p.side == "both" for p in pairs):
@@ -212,6 +243,18 @@ def compare(
     return Comparison(keys, pairs, _env_diff(base, new), max_slowdown, max_metric_drop, alpha)
 
 
+def _side_tests(pair: Pair, base_dir: Path, new_dir: Path) -> None:
+    """The paired metric test and, with one ok run a side, the step-level time test."""
+    if pair.metric is not None:
+        pair.paired = paired(pair.metric, base_dir, pair.base, new_dir, pair.new)
+    ok_b = [r for r in pair.base if r.get("status") == "ok"]
+    ok_n = [r for r in pair.new if r.get("status") == "ok"]
+    if len(ok_b) == 1 and len(ok_n) == 1:
+        steps_b, steps_n = record_steps(base_dir, ok_b[0]), record_steps(new_dir, ok_n[0])
+        if steps_b is not None and steps_n is not None:
+            pair.steps = step_ratio(steps_b, steps_n)
+
+
 def _pct(fraction: float) -> str:
     """0.1 -> ``10%``, 0.125 -> ``12.5%``: a limit as the user wrote it."""
     return f"{fraction * 100:g}%"
@@ -221,14 +264,16 @@ def p_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def _weigh(pair: Pair, change: str, p: float | None, alpha: float, one_run: str) -> None:
-    """A change past its threshold: a regression, unless Welch's test says it is noise."""
+def _weigh(pair: Pair, change: str, test: tuple[float | None, str], alpha: float, one_run: str) -> None:
+    """A change past its threshold: a regression, unless its test (Welch's, the paired or the
+    step-level one) says it is noise."""
+    p, name = test
     if p is None:
         pair.problems.append(one_run)
     elif p < alpha:
-        pair.problems.append(f"{change}, p={p_text(p)}: a regression")
+        pair.problems.append(f"{change}, {name} p={p_text(p)}: a regression")
     else:
-        pair.within_noise.append(f"{change} but p={p_text(p)}: within the noise")
+        pair.within_noise.append(f"{change} but {name} p={p_text(p)}: within the noise")
 
 
 def _judge(pair: Pair, max_slowdown: float | None, max_metric_drop: float | None, alpha: float) -> None:
@@ -237,11 +282,11 @@ def _judge(pair: Pair, max_slowdown: float | None, max_metric_drop: float | None
     if max_slowdown is not None and ratio is not None and ratio - 1 > max_slowdown + 1e-12:
         slower = f"slower by {(ratio - 1) * 100:.1f}%"
         one_run = f"{ratio - 1:+.0%} epoch time (limit +{_pct(max_slowdown)}): {slower}"
-        _weigh(pair, f"{slower} (limit {_pct(max_slowdown)})", pair.time.p, alpha, one_run)
-    delta = pair.score.delta if pair.score else None
+        _weigh(pair, f"{slower} (limit {_pct(max_slowdown)})", pair.time_test, alpha, one_run)
+    delta = pair.paired.delta if pair.paired else pair.score.delta if pair.score else None
     if max_metric_drop is not None and delta is not None and -delta > max_metric_drop + 1e-12:
         change = f"{pair.metric} lower by {-delta:.3f} (limit {max_metric_drop:g})"
-        _weigh(pair, change, pair.score.p, alpha, f"{pair.metric} {delta:+.3f} (limit -{max_metric_drop:g})")
+        _weigh(pair, change, pair.score_test, alpha, f"{pair.metric} {delta:+.3f} (limit -{max_metric_drop:g})")
 
 
 def _status_problems(pair: Pair) -> None:
@@ -294,14 +339,24 @@ def notes(comp: Comparison) -> list[str]:
                      f"comparable): {', '.join(busy)}")
     for p in comp.matched:
         out += [f"note: {run_label(p, comp.keys)}: {line}" for line in p.within_noise]
+    for p in comp.matched:
+        if p.steps is not None and p.steps.noisy:
+            out.append(f"note: {run_label(p, comp.keys)}: time: {p.steps.noisy}; the threshold alone judges it")
+    tests = {name for p in comp.matched for name in (p.time_test[1], p.score_test[1]) if name}
+    if "paired" in tests:
+        out.append("note: p (paired): the metric's change on the same examples; one run a side: a paired bootstrap "
+                   "over the examples, which judges this pair of trained models (seed noise is not in it); several: "
+                   "a two-level bootstrap over seeds and examples")
+    if "steps" in tests:
+        out.append("note: p (steps): one run a side, its training steps matched by shape (batch size, padded "
+                   "length): Wilcoxon's signed-rank test of their log time ratios")
     thresholds = comp.max_slowdown is not None or comp.max_metric_drop is not None
     if thresholds and comp.unjudged:
         out.append(
             f"note: {len(comp.unjudged)} of {len(comp.matched)} matched configurations have a single run on a "
-            "side: one run cannot tell a change from noise, so the thresholds alone judge them; repeat over "
-            f"seeds (2 or more per side) for Welch's t-test at alpha {comp.alpha:g}"
+            "side and no side files to test: one run cannot tell a change from noise, so the thresholds alone "
+            f"judge them; repeat over seeds (2 or more per side) for Welch's t-test at alpha {comp.alpha:g}"
         )
     if thresholds and len(comp.unjudged) < len(comp.matched):
-        out.append(f"note: several seeds per side: a change past a threshold is a regression only when "
-                     f"Welch's t-test gives p < {comp.alpha:g}")
+        out.append(f"note: a change past a threshold is a regression only when its test gives p < {comp.alpha:g}")
     return out

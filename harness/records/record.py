@@ -31,7 +31,7 @@ Status = Literal["ok", "diverged", "failed"]
 #: the record format's version, ``major.minor``: a minor step only adds fields; a new major
 #: one changes or removes some, and readers refuse a major newer than theirs. Bump it with
 #: the JSON Schema, docs/results.schema.json (tests/test_record_schema.py checks both)
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: what the record's JSON Schema is: one per major version (minor steps only add fields)
 SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
@@ -293,6 +293,10 @@ class RunRecord(BaseModel):
         "not comparable; null when not judged"
     )
     log: str | None = Field(None, description="`failed`: the file with its traceback or torchrun's output")
+    side_files: dict[str, str] | None = Field(
+        None, description="the run's side files, relative to the results directory: `predictions` (per example of "
+        "each evaluated split), `steps` (per training step and evaluation batch); docs/results.md says their columns"
+    )
     parallel: Parallel | None = Field(None, description="how it was scheduled: the `parallel.` fields")
 
     @field_serializer("env", "data", "target", "load", "parallel")
@@ -330,7 +334,7 @@ class RunRecord(BaseModel):
             for key in ("model_info", "data", "main_metric", "warmup_seconds", "compile_seconds"):
                 if data.get(key) is None:
                     data.pop(key, None)
-        for key in ("suite", "log", "parallel"):
+        for key in ("suite", "log", "parallel", "side_files"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -10,10 +10,12 @@ from typing import Any, Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from harness.records.compare import Comparison, Difference, Pair, epoch_seconds, p_text, scores
+from harness.records.compare import Comparison, Pair, epoch_seconds, p_text, scores
 from harness.records.summary import TEST, Figure, Row, column_label, epoch_rows, rows
+from harness.records.versus import ACCURACY, Versus
 from harness.render.console import consoles, plain
 from harness.stats.intervals import Estimate, estimate
+from harness.stats.paired import PairedDifference
 
 #: the mark of a configuration on the Pareto front of epoch time and score (the ``pareto`` column)
 PARETO = "★"
@@ -259,10 +261,12 @@ def compare_cells(comp: Comparison) -> tuple[list[str], list[list[str]], list[st
 
     An epoch time or metric over several runs reads ``10.03 ± 0.62 (n=3)``: the mean ± the
     half-width of its 95% Student's t interval; ``p time`` and ``p <metric>`` (shown when a
-    configuration has two runs or more on both sides) are Welch's two-sided p-values."""
+    test could judge a configuration) are two-sided p-values, the test named beside each:
+    ``Welch`` (two runs or more a side), ``paired`` (the metric on the same examples; Δ then
+    carries its 95% interval), ``steps`` (matched step times, one run a side)."""
     metric_names = sorted({p.metric for p in comp.pairs if p.metric})
     metric = metric_names[0] if len(metric_names) == 1 else "metric"
-    show_p = any(p.time and p.time.p is not None or p.score and p.score.p is not None for p in comp.pairs)
+    show_p = any(p.time_test[0] is not None or p.score_test[0] is not None for p in comp.matched)
     header = ["run_id", *(column_label(k) for k in comp.keys)]
     right_from = len(header)
     header += ["base epoch s", "new epoch s", "new/base", f"base {metric}", f"new {metric}", "Δ", "verdict"]
@@ -279,7 +283,7 @@ def compare_cells(comp: Comparison) -> tuple[list[str], list[list[str]], list[st
             styles.append("yellow")
         else:
             line += _both_cells(p)
-            line += [_p_cell(p.time), _p_cell(p.score)] if show_p else []
+            line += [_p_cell(p.time_test), _p_cell(p.score_test)] if show_p else []
             styles.append("red" if p.problems else "yellow" if p.within_noise or p.busy else None)
         rows.append(line)
     return header, rows, styles, right_from
@@ -294,7 +298,7 @@ def _both_cells(p: Pair) -> list[str]:
         _est(p.time.base, 2), _est(p.time.new, 2),
         f"{ratio:.2f}x ({ratio - 1:+.0%})" if ratio is not None else "—",
         _est(p.score.base), _est(p.score.new),
-        f"{delta:+.3f}" if delta is not None else "—",
+        _delta_cell(p.paired) if p.paired else f"{delta:+.3f}" if delta is not None else "—",
         verdict,
     ]
 
@@ -307,5 +311,82 @@ def _est(e: Estimate, digits: int = 3) -> str:
     return text if e.half_width is None else f"{text} ± {e.half_width:.{digits}f} (n={e.n})"
 
 
-def _p_cell(d: Difference | None) -> str:
-    return "—" if d is None or d.p is None else p_text(d.p)
+def _p_cell(test: tuple[float | None, str]) -> str:
+    p, name = test
+    return "—" if p is None else f"{p_text(p)} ({name})"
+
+
+# --------------------------------------------------------------------------- report --vs
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def _delta_cell(d: PairedDifference) -> str:
+    return f"{d.delta:+.3f} {_interval(d.low, d.high)}"
+
+
+def vs_cells(vs: Versus) -> tuple[list[str], list[list[str]], list[str | None], int]:
+    """``harness report --vs``: header, text cells, a style per row, the first right-aligned
+    column. For each metric: the paired difference from the baseline with its 95% interval
+    and the verdict at ``alpha`` with its p; for the main metric also the interval the two
+    runs' independent evaluations would give; with one run a side, McNemar's exact p of
+    accuracy; with several seeds, the examples-only interval and the seeds' share of the
+    variance."""
+    main = vs.metrics[0]
+    two_level = any(d.kind == "two-level" for r in vs.rows for d in r.differences.values())
+    header = [column_label(k) for k in vs.keys] + (["runs"] if two_level else [])
+    right_from = len(header)
+    for m in vs.metrics:
+        header += [f"Δ {m} [95%]", f"{m} verdict"]
+        if m == main:
+            header.append(f"Δ {m} independent")
+            header += [f"Δ {m} examples only", "seed share"] if two_level else []
+    header += [] if two_level else ["McNemar p"]
+    rows, styles = [], []
+    for r in vs.rows:
+        line = [_value(r.config.get(k)) for k in vs.keys] + ([f"{r.runs[1]} vs {r.runs[0]}"] if two_level else [])
+        if r.missing:
+            rows.append(line + [r.missing] + [""] * (len(header) - len(line) - 1))
+            styles.append("yellow")
+            continue
+        for m in vs.metrics:
+            d = r.differences[m]
+            line += [_delta_cell(d), f"{d.verdict(vs.alpha)} (p={p_text(d.p)})"]
+            if m == main:
+                line.append(_interval(*d.independent))
+                if two_level:
+                    line += [_interval(*d.examples_only) if d.examples_only else "—",
+                             f"{d.seed_share:.0%}" if d.seed_share is not None else "—"]
+        if not two_level:
+            p = r.differences.get(ACCURACY)
+            line.append(p_text(p.mcnemar_p) if p is not None and p.mcnemar_p is not None else "—")
+        verdict = r.differences[main].verdict(vs.alpha)
+        styles.append("green" if verdict == "better" else "red" if verdict == "worse" else None)
+        rows.append(line)
+    return header, rows, styles, right_from
+
+
+def vs_notes(vs: Versus) -> list[str]:
+    """What the ``--vs`` table's intervals include and exclude, in the lines a reader needs."""
+    kinds = {d.kind for r in vs.rows for d in r.differences.values()}
+    out = [f"Δ: each row minus its baseline, the same configuration with {column_label(vs.key)}={vs.value}, "
+           "on the same evaluated examples; verdict at alpha "
+           f"{vs.alpha:g}: better / worse when p < alpha, else cannot tell"]
+    if "examples" in kinds:
+        out.append("one run a side: a paired bootstrap over the examples (the same resampled examples score both); "
+                   "it judges this pair of trained models: another seed's noise is not in it; McNemar p: the "
+                   "exact test on the examples only one of the two got right")
+    if "two-level" in kinds:
+        out.append("several seeds: a two-level bootstrap (each side's seeds, then the same examples for both), "
+                   "which holds both noises; examples only: the seeds held as they are; seed share: the part of "
+                   "the difference's variance the seeds alone give")
+        for r in vs.rows:
+            d = r.differences.get(vs.metrics[0])
+            if d is not None and d.dominant:
+                desc = " ".join(f"{column_label(k)}={r.config.get(k)}" for k in vs.keys)
+                out.append(f"{desc}: {d.dominant} dominate the noise of Δ {d.metric} ({d.seed_share:.0%} from seeds)")
+    out.append("independent: the interval the difference would have with each run's examples resampled apart, "
+               "as if the two were evaluated on different sets")
+    return out

@@ -9,6 +9,10 @@ metric of the final test evaluation when every run has one, else the main metric
 last epoch. The configurations on the Pareto front (:func:`harness.records.summary.pareto_front`:
 no other is as fast and as accurate, and better in one) are filled and joined by a line;
 the others are hollow. The table's ``pareto`` column marks the same ones.
+
+With ``--vs KEY=VALUE`` the score's error bars are the paired ones: a configuration's bar
+is its baseline's score plus the 95% interval of its paired difference from it
+(:mod:`harness.records.versus`), which is what tells two points apart; the baselines have none.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
+from harness.records.versus import Versus
 from harness.records.summary import TEST, Figure, Row, column_label, pareto_front, rows, tradeoff_metric
 from harness.render.plot import METRIC_LABELS, figure_title, independent_keys, require_matplotlib, save, shared_config
 
@@ -34,6 +39,16 @@ class Point:
     score_error: float | None
     runs: int
     pareto: bool
+    #: with ``--vs``: the score's paired interval ``(low, high)`` (its baseline's score plus the
+    #: difference's interval); None: ``score_error`` as it is
+    paired: tuple[float, float] | None = None
+
+    @property
+    def yerr(self) -> tuple[float, float]:
+        """The error bar below and above the point."""
+        if self.paired is not None:
+            return max(0.0, self.score - self.paired[0]), max(0.0, self.paired[1] - self.score)
+        return self.score_error or 0.0, self.score_error or 0.0
 
 
 @dataclass
@@ -44,6 +59,7 @@ class TradeoffData:
     seeds: int  # most runs behind one point
     shared: dict[str, Any]
     averaged: list[str]  # (none: every configuration is its own point) for the title's notes
+    vs: str | None = None  # the baseline of the paired error bars (``strategy=fixed``)
 
 
 def _half_width(figure: Figure) -> float | None:
@@ -60,8 +76,9 @@ def _label(row: Row, keys: Sequence[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def tradeoff_data(records: Sequence[dict[str, Any]]) -> TradeoffData:
-    """What the plot shows, as data (tested without drawing)."""
+def tradeoff_data(records: Sequence[dict[str, Any]], vs: Versus | None = None) -> TradeoffData:
+    """What the plot shows, as data (tested without drawing); ``vs``: the paired differences
+    whose intervals replace the rows' own (computed on the split the plot shows)."""
     metric = tradeoff_metric(records)
     if metric is None:
         raise HarnessError("nothing to plot: no run finished with status ok")
@@ -77,18 +94,29 @@ def tradeoff_data(records: Sequence[dict[str, Any]]) -> TradeoffData:
     ok = [r for r in records if r.get("status") == "ok"]
     config = ok[0].get("config") or {}
     split = (config.get("test_split") if metric.startswith(TEST) else config.get("eval_split")) or "validation"
-    return TradeoffData(metric, split, points, max((p.runs for p in points), default=1), shared_config(ok), [])
+    if vs is not None:
+        name = metric[len(TEST):] if metric.startswith(TEST) else metric
+        for point, row in zip(points, drawn):
+            found = vs.row(row.config)
+            difference = found.differences.get(name) if found is not None else None
+            if difference is not None:
+                start = point.score - difference.delta  # the baseline's score
+                point.paired = (start + difference.low, start + difference.high)
+    return TradeoffData(metric, split, points, max((p.runs for p in points), default=1), shared_config(ok), [],
+                        f"{column_label(vs.key)}={vs.value}" if vs is not None else None)
 
 
-def write_tradeoff(records: Sequence[dict[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
+def write_tradeoff(
+    records: Sequence[dict[str, Any]], path: str | Path, *, title: str | None = None, vs: Versus | None = None,
+) -> Path:
     """Draw the score against epoch time and save it (PNG, or any format matplotlib knows)."""
     require_matplotlib()
-    return save(figure(records, title=title), path)
+    return save(figure(records, title=title, vs=vs), path)
 
 
-def figure(records: Sequence[dict[str, Any]], *, title: str | None = None) -> Any:
+def figure(records: Sequence[dict[str, Any]], *, title: str | None = None, vs: Versus | None = None) -> Any:
     """The matplotlib ``Figure`` (Agg canvas): one panel, the Pareto front marked."""
-    data = tradeoff_data(records)
+    data = tradeoff_data(records, vs)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -101,7 +129,7 @@ def figure(records: Sequence[dict[str, Any]], *, title: str | None = None) -> An
             continue
         ax.errorbar(
             [p.seconds for p in pts], [p.score for p in pts],
-            xerr=[p.seconds_error or 0.0 for p in pts], yerr=[p.score_error or 0.0 for p in pts],
+            xerr=[p.seconds_error or 0.0 for p in pts], yerr=[[p.yerr[0] for p in pts], [p.yerr[1] for p in pts]],
             fmt="o", markersize=7 if on_front else 6, capsize=3, elinewidth=1,
             color="tab:blue" if on_front else "0.55", markerfacecolor="tab:blue" if on_front else "white",
             label="Pareto front: no other is as fast and as good, and better in one" if on_front
@@ -144,3 +172,6 @@ def _axes(ax: Any, data: TradeoffData) -> None:
     ax.set_title(f"{short} on {data.split} {'once after training' if tested else 'after the last epoch'} "
                  "against epoch time", fontsize=10)
     ax.grid(True, alpha=0.3)
+    if data.vs:
+        ax.text(0.01, 0.01, f"error bars: each point's paired 95% interval against its {data.vs} baseline "
+                "(same examples); the baselines have none", transform=ax.transAxes, fontsize=7, color="0.35")

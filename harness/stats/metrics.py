@@ -106,6 +106,28 @@ def compute(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -
     return {name: float(METRICS[name](cm, positive)[0]) for name in names}
 
 
+def resampled(
+    names: Sequence[str], labels: np.ndarray, prediction_sets: Sequence[np.ndarray], rng: np.random.Generator,
+    resamples: int,
+) -> dict[str, np.ndarray]:
+    """Each metric of each set of predictions on the same ``resamples`` bootstrap resamples of
+    the examples: ``{name: array (sets, resamples)}``. Each resample draws as many examples as
+    there are, with replacement, from ``rng`` (``rng.integers(0, n, size=(chunk, n))``, in
+    chunks that hold :data:`_CHUNK_ELEMENTS`); every set is scored on the same examples, which
+    is what makes a difference between two sets paired."""
+    encoded = [_encode(labels, p) for p in prediction_sets]
+    n = len(np.asarray(labels).ravel())
+    values: dict[str, list[list[np.ndarray]]] = {name: [[] for _ in encoded] for name in names}
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n))
+    for start in range(0, resamples, chunk):
+        picks = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        for i, (cells, k, positive) in enumerate(encoded):
+            cm = _confusion(cells[picks], k)
+            for name in names:
+                values[name][i].append(METRICS[name](cm, positive))
+    return {name: np.stack([np.concatenate(v) for v in per_set]) for name, per_set in values.items()}
+
+
 def bootstrap_ci(
     names: Sequence[str], labels: np.ndarray, predictions: np.ndarray, *, seed: int,
     resamples: int = 1000, confidence: float = 0.95,
@@ -114,25 +136,19 @@ def bootstrap_ci(
 
     ``resamples`` times, draw as many examples as there are, with replacement (numpy's
     ``default_rng(seed)``: the same seed gives the same interval), compute the metric on
-    them; the interval runs from the (1 - confidence) / 2 to the (1 + confidence) / 2
-    quantile of those values (numpy's linear percentile). It says how much the score
-    would move on another evaluation set of the same size, not across training seeds.
-    Names without a confusion-matrix form (none of the built-in ones) are left out."""
+    them (:func:`resampled`); the interval runs from the (1 - confidence) / 2 to the
+    (1 + confidence) / 2 quantile of those values (numpy's linear percentile). It says how
+    much the score would move on another evaluation set of the same size, not across
+    training seeds. Names without a confusion-matrix form (none of the built-in ones) are
+    left out."""
     known = [name for name in names if name in METRICS]
-    cells, k, positive = _encode(labels, predictions)
-    if not len(cells) or not known:
+    if not len(np.asarray(labels).ravel()) or not known:
         return {}
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_ELEMENTS // len(cells))
-    values: dict[str, list[np.ndarray]] = {name: [] for name in known}
-    for start in range(0, resamples, chunk):
-        picks = rng.integers(0, len(cells), size=(min(chunk, resamples - start), len(cells)))
-        cm = _confusion(cells[picks], k)
-        for name in known:
-            values[name].append(METRICS[name](cm, positive))
+    _encode(labels, predictions)  # (a shape mismatch is an error before any draw)
+    values = resampled(known, labels, [predictions], np.random.default_rng(seed), resamples)
     tail = (1 - confidence) / 2 * 100
     out = {}
     for name in known:
-        low, high = np.percentile(np.concatenate(values[name]), [tail, 100 - tail])
+        low, high = np.percentile(values[name][0], [tail, 100 - tail])
         out[name] = (float(low), float(high))
     return out
