@@ -341,6 +341,7 @@ def _plot_after_run(records, path: Path, title: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.records.store import read_records
     from harness.records.summary import suite_names, table_title
+    from harness.records.versus import folder_of
     from harness.render import tables
 
     if (args.x or args.group) and args.plot is None:
@@ -350,10 +351,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.output and args.format == "table":
         raise HarnessError("--output writes md or csv; add --format md or --format csv")
     records = read_records(args.dir)
-    fallback = Path(args.dir).name if Path(args.dir).is_dir() else Path(args.dir).parent.name
-    title = table_title(records, fallback)
+    folder = folder_of(args.dir)
+    title = table_title(records, folder.name)
     if args.vs is not None:
-        return _report_vs(args, records, title)
+        return _report_vs(args, records, folder, title)
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     else:
@@ -371,8 +372,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from harness.render import plot, tradeoff  # lazy: matplotlib, where a plot is drawn
 
-        folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
-        name = suite_names(records, fallback)
+        name = suite_names(records, folder.name)
         if args.x == tradeoff.TIME:
             path = tradeoff.write_tradeoff(records, args.plot or folder / "tradeoff.png", title=name)
         else:
@@ -381,17 +381,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _report_vs(args: argparse.Namespace, records: list, title: str) -> int:
+def _report_vs(args: argparse.Namespace, records: list, folder: Path, title: str) -> int:
     """``harness report DIR --vs KEY=VALUE``: the paired differences table, then its notes."""
     from harness.records.compare import parse_alpha
-    from harness.records.versus import folder_of, versus
+    from harness.records.versus import versus
     from harness.render import tables
 
     if args.epochs:
         raise HarnessError("--vs prints each configuration's paired differences; it does not combine with --epochs")
     if args.plot is not None and args.x != "time":
         raise HarnessError("--vs draws its paired intervals on the time plot: add --x time")
-    folder = folder_of(args.dir)
     vs = versus(records, folder, args.vs, parse_alpha(args.alpha))
     header, cells, styles, right_from = tables.vs_cells(vs)
     _emit(args, header, cells, styles, right_from, f"{title}: against {args.vs}")

@@ -69,7 +69,7 @@ def test_a_second_run_resumes_and_rerun_forces(cli, write_suite, tmp_path, monke
 
     trained = []
     real_fit = harness.launch.runner.fit
-    monkeypatch.setattr(harness.launch.runner, "fit", lambda run, progress=None: trained.append(run.run_id) or real_fit(run, progress))
+    monkeypatch.setattr(harness.launch.runner, "fit", lambda run, progress=None, **kw: trained.append(run.run_id) or real_fit(run, progress, **kw))
     suite = write_suite("name: r\nmatrix: {max_len: [16, 24]}\n")
     out = tmp_path / "out"
     # in this process: the test counts the runs trained through harness.launch.runner.fit

@@ -13,12 +13,12 @@ def test_an_interrupted_suite_resumes_without_repeating_finished_runs(cli, write
     real_fit = harness.launch.runner.fit
     trained: list[str] = []
 
-    def fit_then_interrupt(run, progress=None):
+    def fit_then_interrupt(run, progress=None, **kw):
         if len(trained) == 2 and not interrupted:  # Ctrl-C during the third run
             interrupted.append(run.run_id)
             raise KeyboardInterrupt
         trained.append(run.run_id)
-        return real_fit(run, progress)
+        return real_fit(run, progress, **kw)
 
     interrupted: list[str] = []
     monkeypatch.setattr(harness.launch.runner, "fit", fit_then_interrupt)

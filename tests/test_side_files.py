@@ -28,14 +28,21 @@ from harness.builtin.linear import Linear
 
 
 class SlowLinear(Linear):
-    """The linear head, plus SLOW_HEAD_SECONDS of sleep in each training forward: a fixed cost
-    per step that the test makes 10% larger on one side, the configuration unchanged."""
+    """The linear head, plus sleep in each training forward: SLOW_HEAD_SECONDS, and
+    SLOW_HEAD_SHARE of the previous step's period less its own extra sleep, which makes every
+    step that much slower whatever its compute costs, the configuration unchanged."""
 
     name = "slow_linear"
+    last = None
+    extra = 0.0
 
     def forward(self, hidden_states, pooled, attention_mask):
         if self.training:
-            time.sleep(float(os.environ.get("SLOW_HEAD_SECONDS", "0")))
+            now = time.perf_counter()
+            period = now - SlowLinear.last - SlowLinear.extra if SlowLinear.last is not None else 0.0
+            SlowLinear.extra = float(os.environ.get("SLOW_HEAD_SHARE", "0")) * min(max(period, 0.0), 1.0)
+            time.sleep(float(os.environ.get("SLOW_HEAD_SECONDS", "0")) + SlowLinear.extra)
+            SlowLinear.last = now
         return super().forward(hidden_states, pooled, attention_mask)
 
 
@@ -142,31 +149,31 @@ def test_compare_refuses_a_predictions_file_of_another_split(two_strategies, tmp
     assert line.endswith("their predictions cannot be paired")
 
 
-def _slow_run(cli, tmp_path: Path, monkeypatch, name: str, seconds: float) -> Path:
+def _slow_run(cli, tmp_path: Path, monkeypatch, name: str, share: float) -> Path:
     plugin = tmp_path / "slow_head.py"
     plugin.write_text(SLOW_HEAD, encoding="utf-8")
     suite = tmp_path / "slow.yaml"
     suite.write_text("name: slow\ndefaults: {dataset: cola, head: slow_linear, strategy: fixed}\n", encoding="utf-8")
-    monkeypatch.setenv("SLOW_HEAD_SECONDS", str(seconds))
+    monkeypatch.setenv("SLOW_HEAD_SECONDS", "0.06")  # a steady floor: the tiny model's few ms vary from run to run
+    monkeypatch.setenv("SLOW_HEAD_SHARE", str(share))
     out = tmp_path / name
     code, _, err = cli("run", suite, "--out", out, "--no-progress", "--no-plot", "--plugin", plugin,
-                       *tiny_sets(**{"dataset.subset.train": 240, "batch_size": 8}))
+                       *tiny_sets(**{"dataset.subset.train": 480, "batch_size": 8}))
     assert code == 0, err
     return out
 
 
 def test_compare_calls_a_ten_percent_slowdown_significant_with_one_run_a_side(cli, tmp_path, monkeypatch):
-    # 30 steps a run, each ~40 ms of sleep plus a tiny model's few ms: 4 ms more per step
-    # (10% of the sleep) slows a step by about 9%
-    base = _slow_run(cli, tmp_path, monkeypatch, "base", 0.040)
-    same = _slow_run(cli, tmp_path, monkeypatch, "same", 0.040)
-    slow = _slow_run(cli, tmp_path, monkeypatch, "slow", 0.044)
+    # 60 steps a run; the slowed run sleeps a tenth of each step's period more: 10% slower steps
+    base = _slow_run(cli, tmp_path, monkeypatch, "base", 0.0)
+    same = _slow_run(cli, tmp_path, monkeypatch, "same", 0.0)
+    slow = _slow_run(cli, tmp_path, monkeypatch, "slow", 0.1)
     if any(r.get("busy") for out in (base, same, slow) for r in records(out)):
         pytest.skip("the machine was busy while the runs trained: their step times cannot be judged "
                     "(compare says so instead; see test_steps_are_matched_by_shape_and_too_noisy_steps_are_said_so)")
     code, _, err = cli("compare", base, slow, "--max-slowdown", "5%")
     assert code == 1, err
-    assert "a regression" in err and "steps p=" in err, err
+    assert "steps slower by" in err and "steps p=" in err and "a regression" in err, err
     code, _, err = cli("compare", base, same, "--max-slowdown", "5%")
     assert code == 0, err
     assert "within the thresholds" in err

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from harness.errors import HarnessError
 from harness.records.sidefiles import record_steps
 from harness.records.summary import ALWAYS_SHOWN, column_label, config_group, flatten, main_metric, summarize, varied_keys
-from harness.records.versus import paired
+from harness.records.versus import ok_runs, paired
 from harness.stats.intervals import Estimate, estimate, welch_p
 from harness.stats.paired import PairedDifference, StepRatio, step_ratio
 
@@ -247,8 +247,7 @@ def _side_tests(pair: Pair, base_dir: Path, new_dir: Path) -> None:
     """The paired metric test and, with one ok run a side, the step-level time test."""
     if pair.metric is not None:
         pair.paired = paired(pair.metric, base_dir, pair.base, new_dir, pair.new)
-    ok_b = [r for r in pair.base if r.get("status") == "ok"]
-    ok_n = [r for r in pair.new if r.get("status") == "ok"]
+    ok_b, ok_n = ok_runs(pair.base), ok_runs(pair.new)
     if len(ok_b) == 1 and len(ok_n) == 1:
         steps_b, steps_n = record_steps(base_dir, ok_b[0]), record_steps(new_dir, ok_n[0])
         if steps_b is not None and steps_n is not None:
@@ -279,8 +278,11 @@ def _weigh(pair: Pair, change: str, test: tuple[float | None, str], alpha: float
 def _judge(pair: Pair, max_slowdown: float | None, max_metric_drop: float | None, alpha: float) -> None:
     _status_problems(pair)
     ratio = pair.time.ratio if pair.time else None
+    steps = pair.time_test[1] == "steps"
+    if steps:  # one run a side: the median of the matched steps' ratios, which one slow step does not move
+        ratio = pair.steps.ratio
     if max_slowdown is not None and ratio is not None and ratio - 1 > max_slowdown + 1e-12:
-        slower = f"slower by {(ratio - 1) * 100:.1f}%"
+        slower = f"{'steps ' if steps else ''}slower by {(ratio - 1) * 100:.1f}%"
         one_run = f"{ratio - 1:+.0%} epoch time (limit +{_pct(max_slowdown)}): {slower}"
         _weigh(pair, f"{slower} (limit {_pct(max_slowdown)})", pair.time_test, alpha, one_run)
     delta = pair.paired.delta if pair.paired else pair.score.delta if pair.score else None
@@ -340,8 +342,9 @@ def notes(comp: Comparison) -> list[str]:
     for p in comp.matched:
         out += [f"note: {run_label(p, comp.keys)}: {line}" for line in p.within_noise]
     for p in comp.matched:
-        if p.steps is not None and p.steps.noisy:
-            out.append(f"note: {run_label(p, comp.keys)}: time: {p.steps.noisy}; the threshold alone judges it")
+        if p.steps is not None:
+            judged = f"{p.steps.noisy}; the threshold alone judges it" if p.steps.noisy else p.steps.text()
+            out.append(f"note: {run_label(p, comp.keys)}: time: {judged}")
     tests = {name for p in comp.matched for name in (p.time_test[1], p.score_test[1]) if name}
     if "paired" in tests:
         out.append("note: p (paired): the metric's change on the same examples; one run a side: a paired bootstrap "

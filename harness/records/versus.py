@@ -35,6 +35,10 @@ def eval_split(record: dict[str, Any]) -> str:
     return str((record.get("config") or {}).get("eval_split") or "validation")
 
 
+def ok_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok"]
+
+
 def predictions(folder: Path, records: Sequence[dict[str, Any]], split: str | None = None) -> list[SplitPredictions] | None:
     """The predictions of ``split`` (default: each record's ``eval_split``) of each record, in
     order; None when one has none."""
@@ -66,8 +70,7 @@ def paired(
     """NEW - BASE of ``metric`` from the ok runs' predictions of ``split`` (default: the
     ``eval_split``); None when a side has no ok run or a run has no such predictions.
     Predictions of different examples are refused."""
-    ok_b = [r for r in base if r.get("status") == "ok"]
-    ok_n = [r for r in new if r.get("status") == "ok"]
+    ok_b, ok_n = ok_runs(base), ok_runs(new)
     pb, pn = predictions(folder_base, ok_b, split), predictions(folder_new, ok_n, split)
     if not ok_b or not ok_n or pb is None or pn is None:
         return None
