@@ -200,3 +200,34 @@ def test_the_time_plot_with_vs_draws_the_paired_intervals(two_strategies, cli, t
     assert (tmp_path / "t.png").stat().st_size > 10_000
     code, _, err = cli("report", two_strategies, "--vs", "strategy=fixed", "--plot", tmp_path / "s.png")
     assert code == 2 and "add --x time" in err
+
+
+def _stepped_results(folder: Path, seconds: float, busy: bool) -> Path:
+    """A results directory of one ok run with 20 training steps of ``seconds`` each."""
+    from harness.base import Example
+    from harness.records.sidefiles import SplitPredictions, StepSamples, split_sha256, write_side_files
+
+    examples = [Example(t, i % 2) for i, t in enumerate("abcdefgh")]
+    labels = np.array([e.label for e in examples])
+    steps = StepSamples()
+    steps.add(0, 1, [(8, 32, 200)] * 20, [seconds] * 20)
+    side = write_side_files(folder, "r1", [SplitPredictions("validation", split_sha256(examples), labels, labels,
+                                                            np.eye(2)[labels])], steps)
+    record = {"run_id": "r1", "status": "ok", "busy": busy, "main_metric": "mcc", "metrics": {"mcc": 1.0},
+              "config": {"strategy": {"name": "fixed"}, "max_len": 32, "eval_split": "validation"},
+              "epochs": [{"epoch": 1, "train_seconds": 20 * seconds, "eval_seconds": 0.1, "steps": 20, "real_tokens": 4000,
+                         "padded_tokens": 5120, "peak_memory_bytes": 1, "train_loss": 0.5}],
+              "side_files": side}
+    (folder / "results.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_steps_of_a_busy_run_do_not_judge_its_time(tmp_path, cli):
+    base = _stepped_results(tmp_path / "base", 0.10, busy=False)
+    quiet = _stepped_results(tmp_path / "quiet", 0.12, busy=False)
+    busy = _stepped_results(tmp_path / "busy", 0.12, busy=True)
+    code, _, err = cli("compare", base, quiet, "--max-slowdown", "5%")
+    assert code == 1 and "steps slower by 20.0% (limit 5%), steps p=" in err, err
+    code, _, err = cli("compare", base, busy, "--max-slowdown", "5%")
+    assert code == 1 and "a run was busy: the threshold alone judges it" in err, err
+    assert "+20% epoch time (limit +5%): slower by 20.0%" in err and "steps p=" not in err

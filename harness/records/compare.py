@@ -344,6 +344,7 @@ def notes(comp: Comparison) -> list[str]:
     for p in comp.matched:
         if p.steps is not None:
             judged = f"{p.steps.noisy}; the threshold alone judges it" if p.steps.noisy else p.steps.text()
+            judged += "; a run was busy: the threshold alone judges it" if p.busy and not p.steps.noisy else ""
             out.append(f"note: {run_label(p, comp.keys)}: time: {judged}")
     tests = {name for p in comp.matched for name in (p.time_test[1], p.score_test[1]) if name}
     if "paired" in tests:
