@@ -401,15 +401,13 @@ def _report_vs(args: argparse.Namespace, records: list, folder: Path, title: str
         from harness.render import tradeoff  # lazy: matplotlib, where a plot is drawn
 
         metric = tradeoff_metric(records) or ""
-        shown = versus(records, folder, args.vs, vs.alpha, split=_test_split(records)) if metric.startswith(TEST) else vs
+        # the plot's score may be the test split's: its intervals come from that split's predictions
+        shown = (versus(records, folder, args.vs, vs.alpha, split=tradeoff.plotted_split(records, metric))
+                 if metric.startswith(TEST) else vs)
         path = tradeoff.write_tradeoff(records, args.plot or folder / "tradeoff.png",
                                        title=suite_names(records, folder.name), vs=shown)
         print_note(f"plot: {path}")
     return ExitCode.OK
-
-
-def _test_split(records: list) -> str | None:
-    return next((r["config"].get("test_split") for r in records if (r.get("config") or {}).get("test_split")), None)
 
 
 def _emit(args: argparse.Namespace, header: list, cells: list, styles: list, right_from: int, title: str) -> None:

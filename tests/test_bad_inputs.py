@@ -605,7 +605,7 @@ CASES: list[Case] = [
          lambda c: (side_results(c, "base"), c.put("base/predictions/r1.npz", b"\x00garbage" * 20))[1] + [
                     "compare", c.tmp / "base", side_results(c, "new")]),
     Case("report-vs-not-key-value", "output", "`harness report --vs` without a value",
-         "--vs strategy: expected KEY=VALUE, such as strategy=fixed",
+         "--vs strategy: expected key=value, e.g. --vs strategy=fixed",
          lambda c: ["report", side_results(c, "base"), "--vs", "strategy"]),
     Case("report-vs-unknown-value", "output", "`harness report --vs` with a value no run has",
          "--vs strategy=fixd: no run has strategy=fixd (its values here: fixed)",

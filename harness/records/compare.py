@@ -246,7 +246,8 @@ def compare(
 def _side_tests(pair: Pair, base_dir: Path, new_dir: Path) -> None:
     """The paired metric test and, with one ok run a side, the step-level time test."""
     if pair.metric is not None:
-        pair.paired = paired(pair.metric, base_dir, pair.base, new_dir, pair.new)
+        differences = paired([pair.metric], base_dir, pair.base, new_dir, pair.new)
+        pair.paired = differences[pair.metric] if differences else None
     ok_b, ok_n = ok_runs(pair.base), ok_runs(pair.new)
     if len(ok_b) == 1 and len(ok_n) == 1:
         steps_b, steps_n = record_steps(base_dir, ok_b[0]), record_steps(new_dir, ok_n[0])

@@ -24,11 +24,8 @@ and ``harness compare`` read them without torch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.records.store import write_atomically
 
 PREDICTIONS, STEPS = "predictions", "steps"
 #: the columns of a steps file, in order
@@ -92,19 +90,9 @@ class StepSamples:
 
 
 def _write(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """An ``.npz`` archive written whole or not at all (a temporary file, fsync, rename)."""
+    """An ``.npz`` archive written whole or not at all (:func:`~harness.records.store.write_atomically`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays), f".{path.stem}-")
 
 
 def write_side_files(

@@ -157,19 +157,30 @@ class ResultsStore:
             ) from None
 
     def _replace(self, records: Iterable[dict[str, Any]]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for record in records:
-                    f.write(json.dumps(record, sort_keys=False, default=str) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.dir)  # the rename itself survives a power cut
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        def lines(f: IO[bytes]) -> None:
+            for record in records:
+                f.write((json.dumps(record, sort_keys=False, default=str) + "\n").encode("utf-8"))
+
+        write_atomically(self.path, lines, TMP_PREFIX)
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None], prefix: str) -> None:
+    """Replace ``path`` whole or not at all: ``write`` fills a temporary file beside it
+    (``<prefix>*.tmp``), which is fsynced and renamed over it, and the directory fsynced so
+    the rename survives a power cut; on any failure the temporary file is removed and the
+    old file is as it was."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
 from harness.config.keys import run_id_keys
+from harness.errors import HarnessError
 from harness.stats.intervals import Estimate, estimate
 
 #: config keys a one-configuration table still shows, so that it says what ran
@@ -125,6 +126,24 @@ def column_label(key: str) -> str:
     if len(parts) >= 3 and parts[1] == "options":
         return ".".join(parts[2:])
     return key
+
+
+def find_key(name: str, records: Sequence[dict[str, Any]], option: str) -> str:
+    """A dotted config key from what a user typed: the key itself or its column label
+    (``strategy`` for ``strategy.name``, ``pad_to_multiple_of`` for an option)."""
+    known: list[str] = []
+    for r in records:
+        known += [k for k in flatten(r.get("config", {})) if k not in known]
+    if name in known:
+        return name
+    matches = [k for k in known if column_label(k) == name or k.endswith("." + name)]
+    if len(matches) == 1:
+        return matches[0]
+    swept = varied_keys(records, exclude=("seed",))
+    hint = f"keys that vary: {', '.join(column_label(k) for k in swept)}" if swept else "no key varies"
+    if matches:
+        raise HarnessError(f"{option} {name}: ambiguous, it matches {', '.join(matches)}; {hint}")
+    raise HarnessError(f"{option} {name}: not a config key of these runs; {hint}")
 
 
 #: the per-run figures a row averages

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from harness.config.suite import parse_set
 from harness.errors import HarnessError
 from harness.records.sidefiles import SplitPredictions, record_predictions
-from harness.records.summary import column_label, config_group, flatten, main_metric, varied_keys
+from harness.records.summary import column_label, config_group, find_key, flatten, main_metric, varied_keys
 from harness.stats.paired import PairedDifference, paired_difference
 
 #: the metric every paired table shows besides the main one
@@ -64,19 +63,20 @@ def same_examples(named: Sequence[tuple[str, SplitPredictions]]) -> None:
 
 
 def paired(
-    metric: str, folder_base: Path, base: Sequence[dict[str, Any]], folder_new: Path, new: Sequence[dict[str, Any]],
-    who: tuple[str, str] = ("BASE", "NEW"), split: str | None = None,
-) -> PairedDifference | None:
-    """NEW - BASE of ``metric`` from the ok runs' predictions of ``split`` (default: the
-    ``eval_split``); None when a side has no ok run or a run has no such predictions.
-    Predictions of different examples are refused."""
+    metrics: Sequence[str], folder_base: Path, base: Sequence[dict[str, Any]], folder_new: Path,
+    new: Sequence[dict[str, Any]], who: tuple[str, str] = ("BASE", "NEW"), split: str | None = None,
+) -> dict[str, PairedDifference] | None:
+    """NEW - BASE of each of ``metrics`` from the ok runs' predictions of ``split`` (default:
+    the ``eval_split``), each file read once; None when a side has no ok run or a run has no
+    such predictions. Predictions of different examples are refused."""
     ok_b, ok_n = ok_runs(base), ok_runs(new)
     pb, pn = predictions(folder_base, ok_b, split), predictions(folder_new, ok_n, split)
     if not ok_b or not ok_n or pb is None or pn is None:
         return None
     same_examples([*((f"{who[0]} run {r['run_id']}", p) for r, p in zip(ok_b, pb)),
                    *((f"{who[1]} run {r['run_id']}", p) for r, p in zip(ok_n, pn))])
-    return paired_difference(metric, pb[0].labels, [p.predicted for p in pb], [p.predicted for p in pn])
+    return {metric: paired_difference(metric, pb[0].labels, [p.predicted for p in pb], [p.predicted for p in pn])
+            for metric in metrics}
 
 
 # ------------------------------------------------------------------------ report --vs
@@ -109,29 +109,14 @@ class Versus:
 
 def parse_vs(text: str, records: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """``strategy=fixed`` -> (``strategy.name``, ``fixed``): the flattened config key a table
-    column names, and the baseline's value."""
-    key, sep, value = text.partition("=")
-    key, value = key.strip(), value.strip()
-    if not sep or not key or not value:
-        raise HarnessError(f"--vs {text}: expected KEY=VALUE, such as strategy=fixed")
-    flat = [flatten(r.get("config") or {}) for r in records]
-    known = sorted({k for f in flat for k in f})
-    matches = [k for k in known if k == key or column_label(k) == key]
-    if not matches:
-        varied = ", ".join(column_label(k) for k in varied_keys(records)) or "none"
-        raise HarnessError(f"--vs {text}: no run has the key {key!r} (keys that vary here: {varied})")
-    full = matches[0]
-    values = sorted({str(f.get(full)) for f in flat})
-    if str(_yaml(value)) not in values:
-        raise HarnessError(f"--vs {text}: no run has {key}={value} (its values here: {', '.join(values)})")
-    return full, str(_yaml(value))
-
-
-def _yaml(value: str) -> Any:
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+    column names (:func:`~harness.records.summary.find_key`), and the baseline's value (a YAML
+    scalar, as ``--set`` reads it), as its text."""
+    ((typed, value),) = parse_set([text], option="--vs", example="strategy=fixed").items()
+    key = find_key(typed, records, "--vs")
+    values = sorted({str(flatten(r.get("config") or {}).get(key)) for r in records})
+    if str(value) not in values:
+        raise HarnessError(f"--vs {text}: no run has {typed}={value} (its values here: {', '.join(values)})")
+    return key, str(value)
 
 
 def _but(record: dict[str, Any], key: str) -> str:
@@ -167,13 +152,12 @@ def versus(
         if base is None:
             row.missing = f"no run with {column_label(key)}={value} and otherwise the same configuration"
         else:
-            for metric in metric_names:
-                difference = paired(metric, folder, base, folder, members, split=split,
-                                    who=(f"{column_label(key)}={value}", f"{column_label(key)}={flat.get(key)}"))
-                if difference is None:
-                    row.missing = "no predictions file for every ok run (recorded before they were kept?)"
-                    break
-                row.differences[metric] = difference
+            differences = paired(metric_names, folder, base, folder, members, split=split,
+                                 who=(f"{column_label(key)}={value}", f"{column_label(key)}={flat.get(key)}"))
+            if differences is None:
+                row.missing = "no predictions file for every ok run (recorded before they were kept?)"
+            else:
+                row.differences = differences
         rows.append(row)
     if not rows:
         raise HarnessError(f"--vs {vs}: every run has {column_label(key)}={value}; nothing to compare with it")

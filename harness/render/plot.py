@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError, install_hint
-from harness.records.summary import column_label, flatten, main_metric, summarize, varied_keys
+from harness.records.summary import column_label, find_key, flatten, main_metric, summarize, varied_keys
 from harness.stats.intervals import estimate
 
 #: the axis a suite most often sweeps; preferred when several numeric keys vary
@@ -64,24 +64,6 @@ def sweep_key(records: Sequence[dict[str, Any]]) -> str | None:
     return PREFERRED_X if PREFERRED_X in keys else keys[0]
 
 
-def _find_key(name: str, records: Sequence[dict[str, Any]], option: str) -> str:
-    """A dotted config key from what a user typed: the key itself or its column label
-    (``strategy`` for ``strategy.name``, ``pad_to_multiple_of`` for an option)."""
-    known: list[str] = []
-    for r in records:
-        known += [k for k in flatten(r.get("config", {})) if k not in known]
-    if name in known:
-        return name
-    matches = [k for k in known if column_label(k) == name or k.endswith("." + name)]
-    if len(matches) == 1:
-        return matches[0]
-    swept = varied_keys(records, exclude=("seed",))
-    hint = f"keys that vary: {', '.join(column_label(k) for k in swept)}" if swept else "no key varies"
-    if matches:
-        raise HarnessError(f"{option} {name}: ambiguous, it matches {', '.join(matches)}; {hint}")
-    raise HarnessError(f"{option} {name}: not a config key of these runs; {hint}")
-
-
 @dataclass
 class Line:
     label: str
@@ -115,7 +97,7 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
                 + (f" (varied: {', '.join(column_label(k) for k in swept)})" if swept else "")
             )
     else:
-        x_key = _find_key(x, runs, "--x")
+        x_key = find_key(x, runs, "--x")
         if x_key not in numeric:
             why = "does not vary" if x_key not in varied_keys(runs) else "is not a number in every run"
             options = f"; numeric keys that vary: {', '.join(column_label(k) for k in numeric)}" if numeric else ""
@@ -124,7 +106,7 @@ def plot_data(records: Sequence[dict[str, Any]], x: str | None = None, group: Se
     if group:
         groups = []
         for g in group:
-            key = _find_key(g, runs, "--group")
+            key = find_key(g, runs, "--group")
             if key == x_key:
                 raise HarnessError(f"--group {g}: it is the x axis already")
             if key not in others:

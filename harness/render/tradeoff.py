@@ -76,6 +76,14 @@ def _label(row: Row, keys: Sequence[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
+def plotted_split(records: Sequence[dict[str, Any]], metric: str) -> str:
+    """The split the plot's score ``metric`` was measured on: the ``test_split`` for a test
+    metric (``test_mcc``), else the ``eval_split``."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    config = (ok[0].get("config") or {}) if ok else {}
+    return (config.get("test_split") if metric.startswith(TEST) else config.get("eval_split")) or "validation"
+
+
 def tradeoff_data(records: Sequence[dict[str, Any]], vs: Versus | None = None) -> TradeoffData:
     """What the plot shows, as data (tested without drawing); ``vs``: the paired differences
     whose intervals replace the rows' own (computed on the split the plot shows)."""
@@ -92,8 +100,7 @@ def tradeoff_data(records: Sequence[dict[str, Any]], vs: Versus | None = None) -
         for r, on in zip(drawn, front)
     ]
     ok = [r for r in records if r.get("status") == "ok"]
-    config = ok[0].get("config") or {}
-    split = (config.get("test_split") if metric.startswith(TEST) else config.get("eval_split")) or "validation"
+    split = plotted_split(records, metric)
     if vs is not None:
         name = metric[len(TEST):] if metric.startswith(TEST) else metric
         for point, row in zip(points, drawn):
