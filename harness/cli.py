@@ -1,4 +1,4 @@
-"""The command line: ``harness run | validate | plugins | analyze | report | compare``.
+"""The command line: ``harness run | validate | plugins | analyze | estimate | calibrate | report | compare``.
 
 User mistakes raise :class:`HarnessError`; they are caught once, here, printed as one red
 line without a traceback, and exit with code 2 (``HARNESS_TRACEBACK=1`` adds the traceback
@@ -46,6 +46,29 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
         help="send each stored record to this exporter (tensorboard, mlflow), besides the suite's `export:`; "
         "repeatable",
     )
+
+
+def _add_estimate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", metavar="FILE",
+                   help="price the runs with this calibration file (harness calibrate), which may come from another "
+                        "machine: its prices are then predicted; default: this machine's, in the harness cache")
+    p.add_argument("--no-probe", action="store_true",
+                   help="refuse, in one line, a run that no calibration covers instead of probing its configuration")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="the memory a run may use (e.g. 16GiB, 800MB): a run predicted to need more does not fit; "
+                        "default: the device's (a GPU's memory, the RAM or cgroup limit of a CPU machine)")
+
+
+def parse_size(text: str, option: str = "--memory-limit") -> int:
+    """Bytes from ``800MB``, ``16GiB``, ``2e9``: decimal (kB, MB, GB) and binary (KiB, MiB, GiB) units."""
+    import re
+
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if not match or match.group(2) not in units or float(match.group(1)) <= 0:
+        raise HarnessError(f"{option} {text}: expected a size such as 16GiB, 800MB or a number of bytes")
+    return int(float(match.group(1)) * units[match.group(2)])
 
 
 def _positive_int(text: str) -> int:
@@ -102,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --executor slurm: submit and return; each job stores its record when it ends, and the "
         "same command again shows the table and reruns what failed",
     )
+    run.add_argument("--estimate", action="store_true",
+                     help="predict every run's epoch time and peak memory first (harness estimate), store each "
+                          "prediction in its record, show it beside the measured time; a run predicted not to fit "
+                          "the memory stops the suite before it starts")
+    _add_estimate_args(run)
 
     validate = sub.add_parser("validate", help="check a suite and print its expanded runs; runs nothing")
     _add_suite_args(validate)
@@ -123,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a dataset option (YAML value): --option train=my.csv; repeatable")
     analyze.add_argument("--data-dir", default=None, help="data directory (default: $HARNESS_DATA_DIR, then the cache)")
     analyze.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
+
+    est = sub.add_parser("estimate", help="predict every run's epoch time, run time, memory (and cost) without "
+                                          "training: from a calibration of this machine, probed when none fits")
+    _add_suite_args(est)
+    _add_estimate_args(est)
+    est.add_argument("--price", metavar="PER_HOUR", help="the machine's price per hour: adds the cost per epoch, run "
+                                                         "and suite")
+    est.add_argument("--format", choices=("table", "md", "csv"), default="table")
+    est.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
+    est.add_argument("--plot", metavar="PNG", nargs="?", const="estimate.png",
+                     help="draw the predicted epoch time against MAX_LEN (default file: estimate.png)")
+
+    cal = sub.add_parser("calibrate", help="measure the price of batch shapes on this machine for a suite's "
+                                           "configurations (a short probe), or fit it on a results directory's steps")
+    _add_suite_args(cal)
+    cal.add_argument("--calibration", metavar="FILE", help="the calibration file to add to (default: "
+                                                           "calibrations.json in the harness cache)")
+    cal.add_argument("--from", dest="from_dir", metavar="DIR",
+                     help="fit on the steps files of the finished runs in this results directory instead of probing")
 
     rep = sub.add_parser("report", help="re-render the table (and a plot) from a results directory")
     rep.add_argument("dir", help="a results directory (or its results.jsonl)")
@@ -210,6 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     warnings, busy = preflight(runs, here=cluster is None or cluster.kind == "local")
     for warning in warnings:
         print_note(warning)
+    predictions = _predictions(args, runs, cluster)
     prepare_out_dir(out)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
     if done:
@@ -223,7 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         at_once = cluster.jobs if cluster else args.jobs
         with RichProgress(len(runs), enabled=not args.no_progress, jobs=at_once) as progress:
             records = run_suite(runs, out, rerun=args.rerun, progress=progress, suite_name=suite.name,
-                                isolation=args.isolation, on_stored=notifier(pm), jobs=args.jobs, cluster=cluster)
+                                isolation=args.isolation, on_stored=notifier(pm), jobs=args.jobs, cluster=cluster,
+                                predictions=predictions)
     except KeyboardInterrupt:
         print_note(interrupted_note(args, out))
         return ExitCode.INTERRUPTED
@@ -239,6 +288,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
+
+
+def _predictions(args: argparse.Namespace, runs, cluster) -> dict | None:
+    """``harness run --estimate``: each run's prediction, by run id, made before anything is
+    written; a run predicted not to fit its memory stops the suite here, in one line."""
+    if not args.estimate:
+        for option, given in (("--calibration", args.calibration), ("--no-probe", args.no_probe),
+                              ("--memory-limit", args.memory_limit)):
+            if given:
+                raise HarnessError(f"{option} goes with --estimate")
+        return None
+    if cluster is not None:
+        raise HarnessError(f"--estimate predicts runs that `harness run` trains itself; with --executor "
+                           f"{args.executor} run `harness estimate` on the machine the jobs run on")
+    from harness.render.estimates import estimate_notes
+    from harness.render.tables import _bytes
+
+    result = _estimate(args, runs)
+    for line in estimate_notes(result)[:-1]:  # the calibrations; the runs that do not fit are refused below
+        print_note(line)
+    print_note(f"estimate: the suite's {len(runs)} runs predicted to take {result.total_seconds / 60:.1f} min")
+    too_big = next((e for e in result.runs if e.fits is False), None)
+    if too_big is not None:
+        raise HarnessError(
+            f"{too_big.run.where('batch_size')}: run {too_big.run.run_id} (max_len {too_big.run.config.max_len}, "
+            f"batch {too_big.run.config.batch_size}) is predicted to need {_bytes(int(too_big.peak_memory[0]))} of "
+            f"memory, more than the {_bytes(too_big.memory_limit)} it may use: a smaller batch_size or max_len, or "
+            "another --memory-limit")
+    return {e.run.run_id: e.prediction() for e in result.runs}
 
 
 #: options of ``harness run`` a resume command leaves out: ``--rerun`` would train the
@@ -497,8 +575,64 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _estimate(args: argparse.Namespace, runs):
+    """Every run's estimate (:func:`harness.estimate.estimate_suite`) as the options ask."""
+    from harness.estimate import estimate_suite  # lazy: tokenizers, and the probe's torch
+
+    limit = parse_size(args.memory_limit) if args.memory_limit else None
+    return estimate_suite(runs, calibration_file=Path(args.calibration) if args.calibration else None,
+                          probe=not args.no_probe, memory_limit_bytes=limit)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from harness.render import estimates
+
+    if args.output and args.format == "table":
+        raise HarnessError("--output writes md or csv; add --format md or --format csv")
+    price = None
+    if args.price is not None:
+        try:
+            price = float(args.price)
+        except ValueError:
+            price = -1.0
+        if not price >= 0:
+            raise HarnessError(f"--price {args.price}: expected a price per hour, a number >= 0, e.g. 2.5")
+    suite, runs, _ = _load(args)
+    result = _estimate(args, runs)
+    title = f"{suite.name}: predicted ({len(runs)} run{'s' if len(runs) != 1 else ''})"
+    if args.format == "csv":
+        header, cells = estimates.estimate_csv(result, price)
+        _emit(args, header, cells, [], 0, title)
+    else:
+        header, cells, styles, right_from = estimates.estimate_cells(result, price)
+        _emit(args, header, cells, styles, right_from, title)
+    for line in estimates.estimate_notes(result, price):
+        print_note(line)
+    if args.plot is not None:
+        print_note(f"plot: {estimates.write_estimate_plot(result, args.plot, title=suite.name)}")
+    return ExitCode.OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from harness import estimate as est  # lazy: tokenizers, and the probe's torch
+    from harness.records.calibration import write_calibration
+
+    path = Path(args.calibration) if args.calibration else est.default_calibration_file()
+    if args.from_dir:
+        calibrations = est.calibrate_from_results(Path(args.from_dir))
+    else:
+        _, runs, _ = _load(args)
+        calibrations = est.calibrate_runs(runs)
+    for calibration in calibrations:
+        write_calibration(path, calibration)
+        for line in est.describe_calibration(calibration):
+            print_note(line)
+    print_note(f"{len(calibrations)} calibration{'s' if len(calibrations) != 1 else ''} kept in {path}")
+    return ExitCode.OK
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "analyze": cmd_analyze,
-            "report": cmd_report, "compare": cmd_compare}
+            "estimate": cmd_estimate, "calibrate": cmd_calibrate, "report": cmd_report, "compare": cmd_compare}
 
 
 class _NoteHandler(logging.Handler):

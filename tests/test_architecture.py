@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runs resolved", ("harness.loop.checkpoints", "harness.config.resolve")),
     ("the loop", ("harness.loop",)),
     ("launching", ("harness.launch",)),
-    ("analysis", ("harness.analyze",)),
+    ("analysis", ("harness.analyze", "harness.estimate")),
     ("rendering", ("harness.render",)),
     ("commands", ("harness.cli", "harness.pytest_plugin", "harness.__main__")),
 )

@@ -199,7 +199,7 @@ class Scheduler(Protocol):
 def run_suite(
     runs: Sequence[ResolvedRun], out_dir: Path, *, rerun: bool = False, progress: SuiteProgress | None = None,
     suite_name: str | None = None, isolation: str = "process", on_stored: OnStored | None = None,
-    jobs: int = 1, cluster: Scheduler | None = None,
+    jobs: int = 1, cluster: Scheduler | None = None, predictions: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or skip, when already finished) every run; return their records in suite order.
     ``suite_name`` is recorded with each run (``harness report`` titles its table with it);
@@ -212,9 +212,11 @@ def run_suite(
     progress = progress or NullSuiteProgress()
     name = labeller(runs)
 
-    def keep(record: RunRecord) -> None:  # every record of a run this process saw end
+    def keep(record: RunRecord, predicted: bool = True) -> None:  # every record of a run this process saw end
         if suite_name:
             record.suite = suite_name
+        if predicted and predictions and record.run_id in predictions:
+            record.estimate = predictions[record.run_id]
         store.add(record)
 
     with sigterm_as_interrupt():
@@ -223,7 +225,7 @@ def run_suite(
             if not store.finished(record.run_id):
                 if spec.parallel is not None:
                     record.parallel = spec.parallel.model_copy(update={"beside": None})
-                keep(record)
+                keep(record, predicted=False)  # it trained before this command predicted anything
         pending = [r for r in runs if rerun or not store.finished(r.run_id)]
         for _ in range(len(runs) - len(pending)):
             progress.skip_run()

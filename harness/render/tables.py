@@ -113,8 +113,9 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
     # columns that only mean something for some runs: a GPU's peak share, compile time
     show_share = any(r.mean("peak_share") is not None for r in table.rows)
     show_compile = any(r.mean("compile_seconds") is not None for r in table.rows)
+    show_predicted = any(r.mean("predicted_epoch_seconds") is not None for r in table.rows)
     header = [column_label(k) for k in table.keys] + (["runs"] if show_runs else []) + [
-        "status", "epoch s", "eval s", "real tok/s", "TFLOP/s", *(["% bf16 peak"] if show_share else []),
+        "status", "epoch s", *(["predicted s", "error"] if show_predicted else []), "eval s", "real tok/s", "TFLOP/s", *(["% bf16 peak"] if show_share else []),
         "pad waste", "peak mem", *(["compile s"] if show_compile else []), *map(_metric_column, metric_names),
         *(["pareto"] if show_pareto else []),
     ]
@@ -126,6 +127,7 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
         line += [
             _status_cell(r),
             _figure_cell(r.figure("epoch_seconds"), 2),
+            *(_predicted_cells(r) if show_predicted else []),
             _fmt(r.mean("eval_seconds"), None, 2),
             _fmt(r.mean("real_tokens_per_second"), None, 0) if r.mean("real_tokens_per_second") else "—",
             _fmt(tflops, None, 3 if (tflops or 0) < 1 else 1),
@@ -139,6 +141,15 @@ def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]
         cells.append(line)
         statuses.append(r.status)
     return header, cells, statuses, _legend(table.rows, metric_names, table.pareto_metric)
+
+
+def _predicted_cells(row: Row) -> list[str]:
+    """``harness run --estimate``'s prediction of the epoch time and its error: predicted
+    over measured, less 1 (+8%: predicted 8% slower than it ran)."""
+    predicted, measured = row.mean("predicted_epoch_seconds"), row.mean("epoch_seconds")
+    if predicted is None:
+        return ["—", "—"]
+    return [_fmt(predicted, None, 2), f"{predicted / measured - 1:+.0%}" if measured else "—"]
 
 
 def epoch_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -209,11 +220,14 @@ def csv_table(records: Sequence[dict[str, Any]]) -> str:
     of the mean when n >= 2; for a single run's metric its 95% bootstrap interval over the
     evaluation set; ``_ci`` says which (``t``, ``bootstrap``, empty). ``busy``: how many
     of the row's runs were measured while other processes took the CPU; ``one_class``: how
-    many predicted one class for every evaluated example. A test metric (the final evaluation
+    many predicted one class for every evaluated example; ``predicted_epoch_seconds`` (with
+    ``harness run --estimate``): the epoch time predicted before training. A test metric (the final evaluation
     on the ``test_split``) is ``test_mcc``; ``pareto``: true on the Pareto front of epoch time
     and the score (:func:`harness.records.summary.tradeoff_metric`), false off it, empty when not judged."""
     table = rows(records)
     fields = ["epoch_seconds", "eval_seconds", "real_tokens_per_second", "padding_waste", "tflops", "train_loss"]
+    if any(r.mean("predicted_epoch_seconds") is not None for r in table.rows):
+        fields.insert(1, "predicted_epoch_seconds")  # harness run --estimate's
     paired = [*fields, *table.metric_fields]
     suffixes = (("", "mean"), ("_spread", "spread"), ("_n", "n"), ("_ci_low", "low"), ("_ci_high", "high"),
                 ("_ci", "kind"))

@@ -1,0 +1,124 @@
+"""``harness calibrate``'s probe: a few warm steps of a run's own model at a spread of shapes.
+
+:func:`probe` prepares a run as training does (:func:`harness.loop.prepare.prepare`: its data,
+tokenizer, model, optimizer and precision), then for each shape (B, L) builds a batch of
+B of the run's own training examples padded to L (the longest that fit in L, so the
+attention mask holds padding as a padded batch does; shorter splits repeat, longer examples
+are cut) and times, after ``warm`` untimed steps, ``repeats`` steps of it: training steps
+exactly as an epoch takes them (:func:`harness.loop.train.train_step`) and evaluation
+batches exactly as an evaluation computes them (:func:`harness.loop.train.eval_probabilities`),
+each step between two device-synchronised clock readings. Before the first timed step the
+probe trains for :data:`SETTLE_SECONDS` on its middle shape, untimed: on two CPU cores the
+first second or so of sustained compute ran 1.7 times slower than the rest (a 1024² matmul
+loop, a fresh process), and a probe's shortest shapes come first. The peak memory of each shape is
+read as the run's record reads it (:func:`harness.loop.measure.peak_memory`), reset before the
+shape; the shapes go from the smallest to the largest, so a process's resident set, which
+keeps what the allocator once held, grows with them and each reading is its shape's.
+
+The weights change as the steps train; nothing is kept. The seconds of :func:`prepare` are
+kept too: a run pays them before its first epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from harness.config.resolve import ResolvedRun
+from harness.loop.measure import Clock, LoadProbe, peak_memory, reset_peak_memory
+from harness.loop.prepare import Prepared, prepare
+from harness.loop.tokens import Batch, collate
+from harness.loop.train import eval_probabilities, train_step
+from harness.records.sidefiles import EVAL, TRAIN
+
+Shape = tuple[int, int]
+#: untimed training before the first timed step (see the module's docstring)
+SETTLE_SECONDS = 2.0
+
+
+@dataclass
+class ProbeResult:
+    """What a probe measured: (kind, B, L, seconds) per timed step, (kind, B, L, bytes) per shape."""
+
+    steps: list[tuple[int, int, int, float]] = field(default_factory=list)
+    memory: list[tuple[int, int, int, int]] = field(default_factory=list)
+    memory_kind: str = ""
+    #: other processes' CPU use while the probe timed, in cores on average (None: not readable)
+    other_cores: float | None = None
+    setup_seconds: float = 0.0
+    seconds: float = 0.0  # the whole probe's, set-up included
+    parameters: int = 0
+    trainable_parameters: int = 0
+
+
+def probe_batch(p: Prepared, batch_size: int, length: int) -> Batch:
+    """``batch_size`` of the run's training examples padded to ``length``: the longest that fit."""
+    lengths = p.enc_train.lengths
+    fit = np.flatnonzero(lengths <= length)
+    if len(fit):
+        chosen = fit[np.argsort(lengths[fit], kind="stable")[::-1][:batch_size]]
+    else:  # every example is longer: cut the shortest
+        chosen = np.argsort(lengths, kind="stable")[:batch_size]
+    chosen = np.resize(chosen, batch_size)  # a split smaller than the batch repeats
+    return collate(p.enc_train, chosen, length, p.strategy.pad_id)
+
+
+def _time(p: Prepared, kind: int, shape: Shape, warm: int, repeats: int, out: ProbeResult) -> None:
+    batch = probe_batch(p, *shape).to(p.device)
+    reset_peak_memory(p.device)
+    clock = Clock(p.device)
+    for i in range(warm + repeats):
+        clock.start()
+        if kind == TRAIN:
+            train_step(p, batch)
+        else:
+            with torch.inference_mode():
+                eval_probabilities(p, batch)
+        seconds = clock.stop()
+        if i >= warm:
+            out.steps.append((kind, shape[0], shape[1], seconds))
+    figures = peak_memory(p.device)
+    out.memory.append((kind, shape[0], shape[1], int(figures["peak_memory_bytes"])))
+    out.memory_kind = str(figures["peak_memory_kind"])
+
+
+def _settle(p: Prepared, shape: Shape, seconds: float) -> None:
+    batch = probe_batch(p, *shape).to(p.device)
+    clock = Clock(p.device)
+    clock.start()
+    while clock.stop() < seconds:
+        train_step(p, batch)
+
+
+def probe(
+    run: ResolvedRun, train: Sequence[Shape], evaluation: Sequence[Shape], *, warm: int = 2, repeats: int = 3,
+    eval_repeats: int = 2,
+) -> ProbeResult:
+    """Time ``train`` shapes as training steps and ``evaluation`` shapes as evaluation batches
+    of ``run``'s configuration (see the module's docstring)."""
+    started = time.perf_counter()
+    out = ProbeResult()
+    p = prepare(run)
+    out.setup_seconds = time.perf_counter() - started
+    out.parameters = sum(x.numel() for x in p.model.parameters())
+    out.trainable_parameters = sum(x.numel() for x in p.trainable)
+    p.model.train()
+    train = sorted(set(train), key=lambda s: (s[0] * s[1] * s[1], s))
+    if train:
+        _settle(p, train[len(train) // 2], SETTLE_SECONDS)
+    load = LoadProbe()
+    load.start()
+    for shape in train:
+        _time(p, TRAIN, shape, warm, repeats, out)
+    p.model.eval()
+    for shape in sorted(set(evaluation), key=lambda s: (s[0] * s[1] * s[1], s)):
+        _time(p, EVAL, shape, 1, eval_repeats, out)
+    machine, own = load.stop()
+    timed = time.perf_counter() - started - out.setup_seconds
+    out.other_cores = None if machine is None or timed <= 0 else max(0.0, machine - own) / timed
+    out.seconds = time.perf_counter() - started
+    return out
