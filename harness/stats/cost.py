@@ -168,7 +168,7 @@ def fit(samples: Iterable[tuple[int, int, float]], forms: Sequence[Sequence[str]
         if (not several_b and "B" in form) or len(shapes) <= len(form):
             continue
         error = _loo_error(form, b, l, medians)
-        if best is None or error < best[0] * 0.99:
+        if best is None or error < best[0] * 0.99 - 1e-9:  # a tie (within 1%) keeps the simpler
             best = (error, form)
     if best is None:
         raise ValueError(f"{len(shapes)} shapes are too few for any form")
