@@ -112,9 +112,6 @@ class RunShapes:
     evaluation: np.ndarray  # one evaluation of the eval_split
     test: np.ndarray  # the test_split's one evaluation (empty without one)
 
-    def train_lengths(self) -> np.ndarray:
-        return np.concatenate([e[:, 1] for e in self.epochs])
-
 
 class Lengths:
     """Each split's token lengths, untruncated, read and tokenized once per dataset and tokenizer."""
@@ -133,9 +130,13 @@ class Lengths:
         return self._cache[key]
 
 
-def _shapes(strategy: Any, kept: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0) -> np.ndarray:
-    groups = strategy.groups(kept, batch_size, seed=seed, epoch=epoch)
-    return np.array([(len(g), int(strategy.pad_to(kept[g]))) for g in groups if len(g)], dtype=np.int64).reshape(-1, 2)
+def _groups(strategy: Any, kept: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0) -> list[np.ndarray]:
+    return [g for g in strategy.groups(kept, batch_size, seed=seed, epoch=epoch) if len(g)]
+
+
+def _shapes(strategy: Any, kept: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, L) of each batch: its size and the strategy's padded length."""
+    return np.array([(len(g), int(strategy.pad_to(kept[g]))) for g in groups], dtype=np.int64).reshape(-1, 2)
 
 
 def run_shapes(run: ResolvedRun, lengths: Lengths) -> RunShapes:
@@ -150,15 +151,17 @@ def run_shapes(run: ResolvedRun, lengths: Lengths) -> RunShapes:
     # what training hands the strategy: the lengths after truncation to MAX_LEN
     kept = {name: np.minimum(v.astype(np.int64), cfg.max_len) for name, v in split_lengths.items()}
     eval_bs = cfg.eval_batch_size or cfg.batch_size
-    epochs = [_shapes(strategy, kept["train"], cfg.batch_size, cfg.seed, e) for e in range(cfg.epochs)]
-    real = []
-    for e in range(cfg.epochs):
-        groups = strategy.groups(kept["train"], cfg.batch_size, seed=cfg.seed, epoch=e)
-        real.append(int(sum(int(kept["train"][g].sum()) for g in groups)))
+    train = kept["train"]
+    per_epoch = [_groups(strategy, train, cfg.batch_size, cfg.seed, e) for e in range(cfg.epochs)]
+    epochs = [_shapes(strategy, train, groups) for groups in per_epoch]
+    real = [int(sum(int(train[g].sum()) for g in groups)) for groups in per_epoch]
     warm = max(cfg.warmup_batches, 2 if cfg.compile else 0)
-    test = (_shapes(strategy, kept[cfg.test_split], eval_bs, None) if cfg.test_split
-            else np.zeros((0, 2), dtype=np.int64))
-    return RunShapes(run, epochs, real, epochs[0][:warm], _shapes(strategy, kept[cfg.eval_split], eval_bs, None), test)
+
+    def evaluated(split: str) -> np.ndarray:
+        return _shapes(strategy, kept[split], _groups(strategy, kept[split], eval_bs, None))
+
+    test = evaluated(cfg.test_split) if cfg.test_split else np.zeros((0, 2), dtype=np.int64)
+    return RunShapes(run, epochs, real, epochs[0][:warm], evaluated(cfg.eval_split), test)
 
 
 def probe_grid(shapes: Sequence[RunShapes]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -296,10 +299,8 @@ class RunEstimate:
 
 def estimate_run(shapes: RunShapes, calibration: Calibration, limit: int | None = None) -> RunEstimate:
     """The prices of ``shapes`` under ``calibration`` (see the module's docstring)."""
-    cfg = shapes.run.config
     train_fit, eval_fit = calibration.train, calibration.eval
     all_train = np.concatenate(shapes.epochs)
-    per_epoch = [train_fit.total(e)[0] for e in shapes.epochs]
     total = train_fit.total(all_train)
     n = len(shapes.epochs)
     epoch = (total[0] / n, total[1] / n, total[2] / n)
@@ -319,8 +320,7 @@ def estimate_run(shapes: RunShapes, calibration: Calibration, limit: int | None 
         if len(rows) and rows[:, 0].max() > fit.batch_sizes[1]:
             extrapolated.append(f"{name} B up to {int(rows[:, 0].max())} (calibrated {fit.batch_sizes[0]}-"
                                 f"{fit.batch_sizes[1]})")
-    tokens = sum(shapes.real_tokens) / sum(per_epoch) if sum(per_epoch) else 0.0
-    del cfg
+    tokens = sum(shapes.real_tokens) / total[0] if total[0] else 0.0
     return RunEstimate(shapes.run, epoch, total, evaluation, test, run_seconds, tokens, peak,
                        calibration.memory_kind, limit, calibration, extrapolated)
 
@@ -330,7 +330,6 @@ class SuiteEstimate:
     runs: list[RunEstimate]
     #: one line per calibration used: reused, probed (and how long that took), or carried
     notes: list[str] = field(default_factory=list)
-    probe_seconds: float = 0.0
     seconds: float = 0.0  # what estimating took, probes included
 
     @property
@@ -406,7 +405,6 @@ def estimate_suite(
                                    f"{nearest_difference(known, machine, config, any_machine=carried)}; "
                                    "without --no-probe harness estimate measures one")
             found = _probe_group(members)
-            out.probe_seconds += found.probe_seconds or 0.0
             out.notes.append(f"calibrated {len(members)} run{'s' if len(members) != 1 else ''} by a "
                              f"{found.probe_seconds:.1f} s probe on {found.describe()}"
                              + (f"; kept in {path}" if save else ""))

@@ -86,6 +86,11 @@ def _time(p: Prepared, kind: int, shape: Shape, warm: int, repeats: int, out: Pr
     out.memory_kind = str(figures["peak_memory_kind"])
 
 
+def _smallest_first(shapes: Sequence[Shape]) -> list[Shape]:
+    """Each shape once, by B·L² (see the module's docstring: each peak reading is its shape's)."""
+    return sorted(set(shapes), key=lambda s: (s[0] * s[1] * s[1], s))
+
+
 def _settle(p: Prepared, shape: Shape, seconds: float) -> None:
     batch = probe_batch(p, *shape).to(p.device)
     clock = Clock(p.device)
@@ -107,7 +112,7 @@ def probe(
     out.parameters = sum(x.numel() for x in p.model.parameters())
     out.trainable_parameters = sum(x.numel() for x in p.trainable)
     p.model.train()
-    train = sorted(set(train), key=lambda s: (s[0] * s[1] * s[1], s))
+    train = _smallest_first(train)
     if train:
         _settle(p, train[len(train) // 2], SETTLE_SECONDS)
     load = LoadProbe()
@@ -115,7 +120,7 @@ def probe(
     for shape in train:
         _time(p, TRAIN, shape, warm, repeats, out)
     p.model.eval()
-    for shape in sorted(set(evaluation), key=lambda s: (s[0] * s[1] * s[1], s)):
+    for shape in _smallest_first(evaluation):
         _time(p, EVAL, shape, 1, eval_repeats, out)
     machine, own = load.stop()
     timed = time.perf_counter() - started - out.setup_seconds
