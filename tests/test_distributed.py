@@ -323,30 +323,22 @@ def test_failure_reason_keeps_a_user_mistake_a_user_mistake(tmp_path):
 # ----------------------------------------------------------------- the parent's supervision
 
 
-def test_workers_past_the_timeout_are_stopped(tmp_path, monkeypatch):
+def test_workers_past_the_timeout_are_stopped(tmp_path):
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    started = []
-
-    class Recorded(subprocess.Popen):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            started.append(self)
-
-    monkeypatch.setattr(subprocess, "Popen", Recorded)
     with open(tmp_path / "log", "wb") as log:
-        child = Child([sys.executable, "-c", "import time; time.sleep(120)"], {}, log, tmp_path / "events", None,
-                      timeout=0.5)
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdout=log, env={},
+                                start_new_session=True)
+        child = Child(proc, tmp_path / "events", None, timeout=0.5)
         while (code := child.poll()) is None:
             time.sleep(0.05)
         timed_out = child.timed_out
     assert timed_out and code != 0
     # stopped by the parent's SIGTERM (not its own end after 120 s), waited for, and gone
-    [proc] = started
     assert code == proc.returncode == -signal.SIGTERM
     with pytest.raises(ProcessLookupError):
         os.kill(proc.pid, 0)

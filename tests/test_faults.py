@@ -4,7 +4,9 @@ The signal and kill tests run the real CLI (``harness.cli.main``) in child proce
 keep ten kills within the time budget on two shared CPU cores, the children are forked
 from a "zygote": one Python process that imported torch, transformers and the harness
 once (and never ran a torch op, so forking it is safe). Each child is a whole
-``harness run`` that is then signalled or killed with SIGKILL from here.
+``harness run`` that is then signalled or killed with SIGKILL from here; its runs' processes
+are forked by its own fork server (harness.launch.forkserver), and in one signal test
+started as new pythons instead (``HARNESS_FORKSERVER=0``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ ZYGOTE = textwrap.dedent(
         if cmd["op"] == "run":
             pid = os.fork()
             if pid == 0:
+                os.environ.update(cmd["env"])
                 fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
@@ -167,11 +170,13 @@ class Zygote:
             raise RuntimeError(f"the zygote exited with {self.proc.wait()}")
         return json.loads(line)
 
-    def start(self, *argv: object) -> tuple[int, Path]:
-        """Fork a child running ``harness <argv>``; its pid and its log (stdout + stderr)."""
+    def start(self, *argv: object, env: dict[str, str] | None = None) -> tuple[int, Path]:
+        """Fork a child running ``harness <argv>`` (``env`` added to its environment); its pid
+        and its log (stdout + stderr)."""
         self.count += 1
         log = self.logs / f"child-{self.count}.log"
-        self.proc.stdin.write(json.dumps({"op": "run", "argv": [str(a) for a in argv], "log": str(log)}) + "\n")
+        command = {"op": "run", "argv": [str(a) for a in argv], "log": str(log), "env": env or {}}
+        self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         return self._reply()["pid"], log
 
@@ -221,11 +226,15 @@ def _check_file(path: Path) -> list[dict]:
 # ------------------------------------------------------------------------ SIGINT / SIGTERM
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(zygote, tmp_path, sig):
+@pytest.mark.parametrize(("sig", "env"), [(signal.SIGINT, {}), (signal.SIGTERM, {}),
+                                         (signal.SIGTERM, {"HARNESS_FORKSERVER": "0"})],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-without-the-fork-server"])
+def test_signal_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(zygote, tmp_path, sig, env):
+    """Each run's process forked by the fork server (harness.launch.forkserver), and once
+    started as a new python instead."""
     suite, out = _suite(tmp_path), tmp_path / "out"
     results = out / "results.jsonl"
-    pid, log = zygote.start("run", suite, "--out", out, "--no-progress")
+    pid, log = zygote.start("run", suite, "--out", out, "--no-progress", env=env)
     assert wait_for(lambda: len(_check_file(results)) >= 1, timeout=120), log.read_text()
     os.kill(pid, sig)
     status = zygote.wait(pid)
@@ -239,7 +248,7 @@ def test_signal_stops_cleanly_keeps_finished_runs_and_says_how_to_resume(zygote,
     assert f"interrupted: {n} finished run{'s' if n != 1 else ''} kept in {results}" in text
     assert f"To resume: harness run {suite} --out {out}" in text
 
-    pid, log = zygote.start("run", suite, "--out", out, "--no-progress")
+    pid, log = zygote.start("run", suite, "--out", out, "--no-progress", env=env)
     assert zygote.wait(pid) == {"signal": None, "code": 0}, log.read_text()
     final = _check_file(results)
     assert sorted(r["config"]["seed"] for r in final) == SEEDS

@@ -145,16 +145,18 @@ def _start(suite: Path, out: Path, log: Path) -> subprocess.Popen:
 
 
 def _workers(out: Path) -> list[int]:
-    """The pids of run processes working in ``out`` (``python -m harness.launch.worker <out>/.launch-...``)."""
-    pids = []
+    """The pids of run processes working in ``out``: their stdout is a ``run.log`` of a work
+    directory there (``python -m harness.launch.worker <out>/.launch-...``, or a child of the
+    fork server, whose command line is the server's)."""
+    pids, prefix = [], os.path.realpath(out) + "/.launch-"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            stdout = os.readlink(entry / "fd" / "1")
         except OSError:
             continue
-        if b"harness.launch.worker" in cmdline and any(str(out).encode() in arg for arg in cmdline):
+        if stdout.startswith(prefix) and stdout.endswith("/run.log"):
             pids.append(int(entry.name))
     return pids
 

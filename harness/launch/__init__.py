@@ -4,6 +4,7 @@
   that crosses to the process that trains it;
 - :mod:`harness.launch.process`: that process, started, supervised, its end turned into a record;
 - :mod:`harness.launch.worker`: what runs in it;
+- :mod:`harness.launch.forkserver`: where it is forked from (a single-process run), torch imported once;
 - :mod:`harness.launch.events`: its progress, as typed messages;
 - :mod:`harness.launch.failures`: why a run did not finish, classified in one place;
 - :mod:`harness.launch.executors`: N runs at once on this machine (``--jobs``);

@@ -4,7 +4,11 @@
 the run's :class:`~harness.launch.spec.RunSpec` to a work directory and starts ``python -m
 harness.launch.worker WORKDIR`` (an argument list, no shell), or for a data-parallel run
 ``python -m torch.distributed.run ... -m harness.launch.worker WORKDIR``, whose workers
-each train one rank. The worker resolves the run again by the same function, trains it
+each train one rank. A single-process run's process is instead forked by the fork server
+(:mod:`harness.launch.forkserver`) when ``harness run`` started one: a Python that imported
+torch, transformers and the loop once, so the run skips their seconds of imports, with
+the same isolation (``HARNESS_FORKSERVER=0``: always ``python -m harness.launch.worker``).
+The worker resolves the run again by the same function, trains it
 (:func:`harness.loop.train.fit`) and writes the record; rank 0 also writes progress events
 (:mod:`harness.launch.events`), which the parent replays on its progress bars, so the
 parent stays the only writer of ``results.jsonl``. Why a process per run: every figure
@@ -41,7 +45,7 @@ import torch
 from harness.config.keys import Launcher
 from harness.config.resolve import ResolvedRun
 from harness.errors import HarnessError
-from harness.launch import CPUS_ENV, EVENTS, OWNER, RANK0, RECORD, SPEC, WORKDIR_PREFIX
+from harness.launch import CPUS_ENV, EVENTS, OWNER, RANK0, RECORD, SPEC, WORKDIR_PREFIX, forkserver
 from harness.launch.events import POLL_SECONDS, replay
 from harness.launch.failures import process_reason
 from harness.launch.spec import RunSpec
@@ -121,6 +125,7 @@ class RunProcess:
 
     def start(self) -> None:
         run, launcher = self.run, self.run.config.launcher
+        self.spec.launched_at = time.time()  # the record's start_seconds runs from here
         self.started = now()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{run.run_id}-", dir=self.workdirs))
         self._owner = hold(self.workdir / OWNER)
@@ -133,7 +138,19 @@ class RunProcess:
                    "-m", "torch.distributed.run", *torchrun_args(launcher, run.run_id), *worker]
         self.oom_before = oom_kills()
         self.log_file = open(self.workdir / "run.log", "wb")
-        self.proc = Child(cmd, self._env(), self.log_file, self.workdir / EVENTS, self.progress, launcher.timeout)
+        self.proc = Child(self._spawn(cmd), self.workdir / EVENTS, self.progress, launcher.timeout)
+
+    def _spawn(self, cmd: list[str]) -> Any:
+        """The run's process, its output to ``run.log``: forked by the fork server when one
+        serves this ``harness run`` and the run is single-process (:mod:`harness.launch.forkserver`),
+        else ``cmd`` started (a :class:`subprocess.Popen`; the forked one answers alike)."""
+        assert self.workdir is not None
+        env = self._env()
+        forked = forkserver.fork(self.workdir, env, self.workdir / "run.log") if self.single else None
+        if forked is not None:
+            return forked
+        # its own session: Ctrl-C reaches the parent, which stops the process (torchrun its workers)
+        return subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_PARENT_PID=str(os.getpid()))
@@ -257,13 +274,11 @@ def _rose(before: int | None) -> bool:
 
 class Child:
     """A started run process (or torchrun): its progress events forwarded, stopped at its
-    deadline (SIGTERM, then SIGKILL after the grace period) without blocking the caller."""
+    deadline (SIGTERM, then SIGKILL after the grace period) without blocking the caller.
+    ``proc``: a :class:`subprocess.Popen`, or a :class:`~harness.launch.forkserver.Forked`."""
 
-    def __init__(
-        self, cmd: Sequence[str], env: dict[str, str], log_file: Any, events: Path, progress: Any, timeout: float | None
-    ):
-        # its own session: Ctrl-C reaches the parent, which stops the process (torchrun its workers)
-        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    def __init__(self, proc: Any, events: Path, progress: Any, timeout: float | None):
+        self.proc = proc
         self.deadline = time.monotonic() + timeout if timeout else None
         self.events, self.progress, self.offset = events, progress, 0
         self.timed_out, self.kill_at = False, None

@@ -25,6 +25,7 @@ import torch
 
 from harness.config.resolve import ResolvedRun
 from harness.errors import HarnessError
+from harness.launch import forkserver
 from harness.launch.executors import HERE, machine_cores, run_here
 from harness.launch.failures import exception_reason
 from harness.launch.process import here as here_env
@@ -241,7 +242,8 @@ def run_suite(
                     keep(record)
                 progress.end_run(handle, record)
         else:
-            run_here(pending, out_dir, progress, keep, jobs=jobs, label=name)
+            with forkserver.serving(pending):  # each single-process run forked from it, not a new python
+                run_here(pending, out_dir, progress, keep, jobs=jobs, label=name)
     # jobs stored their records themselves: the file as it is now
     records = ResultsStore(out_dir).records if cluster is not None else store.records
     return [records[r.run_id] for r in runs if r.run_id in records]

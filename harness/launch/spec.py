@@ -51,6 +51,9 @@ class RunSpec(BaseModel):
     results_dir: str | None = None
     executor: str | None = None
     export: ExportSpec | None = None
+    #: when ``harness run`` started the run's process (``time.time()``, set by
+    #: :meth:`~harness.launch.process.RunProcess.start`): the record's ``start_seconds`` runs from it
+    launched_at: float | None = None
 
     @classmethod
     def of(cls, run: ResolvedRun, plugins: list[str], **fields: object) -> "RunSpec":

@@ -12,6 +12,10 @@ progress events. A process that fails writes its :class:`~harness.launch.failure
 (its traceback goes to the run's log) and exits non-zero; torchrun then stops the other
 ranks. See :mod:`harness.launch.process`.
 
+A single-process run's process may instead be forked by the fork server
+(:mod:`harness.launch.forkserver`), which imported :data:`IMPORTS` once; that child ties
+itself to the server, pins itself and calls :func:`work` as :func:`main` does here.
+
 Importing this module imports no torch: the guard (``--guard``) only execs torchrun, and a
 worker pins itself to its cores (``HARNESS_CPUS``) before torch starts its threads.
 """
@@ -19,17 +23,37 @@ worker pins itself to its cores (``HARNESS_CPUS``) before torch starts its threa
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Sequence
 
 from harness.launch import CPUS_ENV, EVENTS, RANK0, RECORD, SPEC
 
+#: what a run's process imports before it reads its spec, so that ``start_seconds`` holds
+#: them and the fork server (:mod:`harness.launch.forkserver`) can import them once for all
+#: its runs: torch, the loop, and the transformers modules the loop would import lazily
+#: (``transformers.modeling_utils`` alone is 2 s on two cores: it pulls torch._dynamo and sympy).
+#: None of them starts a thread (numpy's OpenBLAS does unless told one; see the fork server)
+IMPORTS = (
+    "torch", "torch.distributed", "transformers", "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
+    "transformers.models.bert.modeling_bert",  # the embedded MiniLM's and the bert-* architectures' classes
+    "harness.launch.events", "harness.launch.spec", "harness.loop.train",
+)
 
-def _die_with_parent(parent: int | None = None) -> None:
+
+def import_all() -> None:
+    """Import :data:`IMPORTS` (after the cores are pinned: they import torch)."""
+    for name in IMPORTS:
+        importlib.import_module(name)
+
+
+def die_with_parent(parent: int | None = None) -> None:
     """Ask Linux to kill this process when its parent dies (``harness run``, or torchrun),
     so a killed ``harness run`` leaves no run training for nobody. ``parent``: the pid the
     parent should have; if it is gone already (it died before the request), exit now."""
@@ -45,11 +69,11 @@ def _die_with_parent(parent: int | None = None) -> None:
 def guard(argv: Sequence[str]) -> None:
     """``python -m harness.launch.worker --guard PARENT_PID CMD...``: run CMD (torchrun) in this
     process, killed when ``harness run`` dies; the request survives the exec."""
-    _die_with_parent(int(argv[0]))
+    die_with_parent(int(argv[0]))
     os.execv(argv[1], list(argv[1:]))
 
 
-def _pin_cores() -> None:
+def pin_cores() -> None:
     """Pin this process (its threads, torch's included) to the cores :class:`~harness.launch.process.RunProcess`
     gave it (``HARNESS_CPUS``), before torch starts its threads."""
     cpus = os.environ.get(CPUS_ENV)
@@ -64,16 +88,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--guard":
         guard(argv[1:])
-    workdir = Path(argv[0])
+    parent = os.environ.get("HARNESS_PARENT_PID")
+    die_with_parent(int(parent) if parent and "TORCHELASTIC_RUN_ID" not in os.environ else None)
+    pin_cores()
+    return work(Path(argv[0]))
+
+
+def work(workdir: Path) -> int:
+    """Train the run of ``workdir`` in this process (already tied to its parent and pinned to
+    its cores); its exit code. The record's ``start_seconds`` runs from the spec's
+    ``launched_at`` to here being ready to call fit (imports done, spec read and resolved;
+    with torchrun, the process group joined too)."""
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1  # started by torchrun
-    parent = os.environ.get("HARNESS_PARENT_PID")
-    _die_with_parent(int(parent) if parent and "TORCHELASTIC_RUN_ID" not in os.environ else None)
-    _pin_cores()
     if rank == 0:
         (workdir / RANK0).touch()  # this node records the run
     progress = None
     try:
+        import_all()
         import torch
         import torch.distributed as dist
 
@@ -87,8 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run.config.device == "cuda":
                 torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl" if run.config.device == "cuda" else "gloo")
+        ready = time.time()
         progress = EventProgress(workdir / EVENTS) if rank == 0 else None
         record = fit(run, progress, isolation="process", side_dir=Path(spec.results_dir) if spec.results_dir else None)
+        if spec.launched_at is not None:
+            record.start_seconds = ready - spec.launched_at
         if rank == 0:
             tmp = workdir / (RECORD + ".tmp")
             tmp.write_text(record.model_dump_json(), encoding="utf-8")

@@ -31,7 +31,7 @@ Status = Literal["ok", "diverged", "failed"]
 #: the record format's version, ``major.minor``: a minor step only adds fields; a new major
 #: one changes or removes some, and readers refuse a major newer than theirs. Bump it with
 #: the JSON Schema, docs/results.schema.json (tests/test_record_schema.py checks both)
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: what the record's JSON Schema is: one per major version (minor steps only add fields)
 SCHEMA_ID = f"urn:harness:run-record:{SCHEMA_MAJOR}"
@@ -277,6 +277,11 @@ class RunRecord(BaseModel):
     compile_seconds: float | None = Field(
         None, description="with `compile: true`, the warm-up's seconds (where compilation happens); absent when `failed`"
     )
+    start_seconds: float | None = Field(
+        None, description="seconds from `harness run` starting the run's process to that process being ready to train "
+        "(its imports done, its spec read; before `started_at`): what a process per run costs; absent with `--isolation "
+        "none` and when `failed`"
+    )
     epochs: list[EpochRecord] = Field(default_factory=list, description="one entry per epoch trained: the `epochs[].` fields")
     metrics: dict[str, float] = Field(
         default_factory=dict, description="the last epoch's metrics when `ok`; empty otherwise"
@@ -355,7 +360,7 @@ class RunRecord(BaseModel):
             for key in ("model_info", "data", "main_metric", "warmup_seconds", "compile_seconds"):
                 if data.get(key) is None:
                     data.pop(key, None)
-        for key in ("suite", "log", "parallel", "side_files", "estimate"):
+        for key in ("suite", "log", "parallel", "side_files", "estimate", "start_seconds"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
