@@ -27,8 +27,9 @@ from pathlib import Path
 
 
 def cpu() -> str:
-    """``AMD EPYC 9B45, 2 cores, avx512_bf16``: the CPU's name, cores and bf16 flags."""
-    name, flags = "unknown CPU", set()
+    """``AMD EPYC (family 26, model 2), 2 cores, avx512_bf16``: the CPU's name, family and
+    model, cores and bf16 flags."""
+    name, flags, ids = "unknown CPU", set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -36,10 +37,13 @@ def cpu() -> str:
                 name = value.strip()
             if key.strip() == "flags" and not flags:
                 flags = set(value.split())
+            if key.strip() in ("cpu family", "model") and key.strip() not in ids:
+                ids[key.strip()] = value.strip()
     except OSError:
         pass
     bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["no native bf16"]
-    return f"{name}, {os.cpu_count()} cores, {', '.join(bf16)}"
+    family = f" (family {ids['cpu family']}, model {ids.get('model', '?')})" if "cpu family" in ids else ""
+    return f"{name}{family}, {os.cpu_count()} cores, {', '.join(bf16)}"
 
 
 def timed(cmd: list[str]) -> float:
@@ -75,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: Path, estimate_s: float, suite_s: float, path: Path) -> None:
     records = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines() if line.strip()]
-    lines = ["| run | strategy | max_len | predicted epoch s | measured epoch s | error | predicted peak MB | "
-             "measured peak MB | error |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | dataset | strategy | max_len | predicted epoch s | measured epoch s | error | predicted peak MB | "
+             "measured peak MB | error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     time_errors, memory_errors = [], []
     for r in records:
         epochs, predicted = r.get("epochs") or [], r.get("estimate") or {}
@@ -91,7 +95,7 @@ def report(results: Path, estimate_s: float, suite_s: float, path: Path) -> None
         if mem_err is not None:
             memory_errors.append(mem_err)
         cfg = r["config"]
-        lines.append(f"| {r['run_id']} | {cfg['strategy']['name']} | {cfg['max_len']} | "
+        lines.append(f"| {r['run_id']} | {cfg['dataset']['name']} | {cfg['strategy']['name']} | {cfg['max_len']} | "
                      f"{predicted['epoch_seconds']:.2f} | {measured:.2f} | {err:+.1%} | "
                      f"{(mem or 0) / 1e6:.0f} | {peak / 1e6:.0f} | "
                      f"{'' if mem_err is None else f'{mem_err:+.1%}'} |")

@@ -306,16 +306,17 @@ def _predictions(args: argparse.Namespace, runs, cluster) -> dict | None:
     from harness.render.tables import _bytes
 
     result = _estimate(args, runs)
-    for line in estimate_notes(result)[:-1]:  # the calibrations; the runs that do not fit are refused below
-        print_note(line)
-    print_note(f"estimate: the suite's {len(runs)} runs predicted to take {result.total_seconds / 60:.1f} min")
     too_big = next((e for e in result.runs if e.fits is False), None)
-    if too_big is not None:
+    if too_big is not None:  # before the notes: a refusal stays one line
         raise HarnessError(
             f"{too_big.run.where('batch_size')}: run {too_big.run.run_id} (max_len {too_big.run.config.max_len}, "
             f"batch {too_big.run.config.batch_size}) is predicted to need {_bytes(int(too_big.peak_memory[0]))} of "
             f"memory, more than the {_bytes(too_big.memory_limit)} it may use: a smaller batch_size or max_len, or "
             "another --memory-limit")
+    for line in estimate_notes(result)[:-1]:  # the calibrations (the last, the suite's total, said here)
+        print_note(line)
+    plural = 's' if len(runs) != 1 else ''
+    print_note(f"estimate: the suite's {len(runs)} run{plural} predicted to take {result.total_seconds / 60:.1f} min")
     return {e.run.run_id: e.prediction() for e in result.runs}
 
 

@@ -42,6 +42,8 @@ PREVIOUS_RECORD = json.dumps({"run_id": "earlier", "status": "ok", "config": {},
 
 
 #: tiny configs of two families that differ from BERT (read with init: random, no weights)
+#: a suite of one run for the estimate cases (CoLA, the tiny model from the --set arguments)
+ESTIMATED = "name: est\ndefaults:\n  dataset: cola\n"
 TINY_DISTILBERT = {"model_type": "distilbert", "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}
 TINY_DEBERTA = {"model_type": "deberta-v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "intermediate_size": 64}
@@ -252,6 +254,14 @@ def _pickle_bomb(ctx: Ctx) -> list[str]:
     ckpt = ctx.checkpoint()
     torch.save({"bert.embeddings.word_embeddings.weight": Bomb()}, ckpt / "pytorch_model.bin")
     return ["run", ctx.suite(f"name: bad\ndefaults:\n  model: {ckpt}\n  tokenizer: minilm\n"), *tiny("model", "init")]
+
+
+def _calibrated(c: Ctx) -> list[str]:
+    """A calibration of the tiny run of ESTIMATED in <tmp>/cal.json (a short probe); returns no arguments."""
+    from harness.cli import main
+
+    assert main(["calibrate", str(c.suite(ESTIMATED)), *tiny(), "--calibration", str(c.tmp / "cal.json")]) == 0
+    return []
 
 
 def _custom_code(ctx: Ctx) -> list[str]:
@@ -610,6 +620,39 @@ CASES: list[Case] = [
     Case("report-vs-unknown-value", "output", "`harness report --vs` with a value no run has",
          "--vs strategy=fixd: no run has strategy=fixd (its values here: fixed)",
          lambda c: ["report", side_results(c, "base"), "--vs", "strategy=fixd"]),
+
+    # ------------------------------------------------------------ estimates and calibrations
+    Case("calibration-not-json", "estimate", "a calibration file that is not JSON",
+         "<tmp>/cal.json: not a calibration file (<error>)",
+         lambda c: [*c.put("cal.json", "{not json"), "estimate", c.suite(ESTIMATED), *tiny(),
+                    "--calibration", c.tmp / "cal.json", "--no-probe"]),
+    Case("calibration-wrong-format", "estimate", "a JSON file of another format given as a calibration",
+         "<tmp>/cal.json: not a calibration file of format 1 (format: 99)",
+         lambda c: [*c.put("cal.json", '{"format": 99, "calibrations": []}'), "estimate", c.suite(ESTIMATED),
+                    *tiny(), "--calibration", c.tmp / "cal.json", "--no-probe"]),
+    Case("calibration-malformed", "estimate", "a calibration file with an entry that lacks its curves",
+         "<tmp>/cal.json: calibration 1 is malformed (KeyError: <key>)",
+         lambda c: [*c.put("cal.json", '{"format": 1, "calibrations": [{"machine": {}}]}'), "estimate",
+                    c.suite(ESTIMATED), *tiny(), "--calibration", c.tmp / "cal.json", "--no-probe"]),
+    Case("estimate-no-calibration", "estimate", "`--no-probe` where no calibration covers the runs",
+         "<tmp>/none.json: no calibration for the runs of <where> (<precision>, linear head): the file holds no "
+         "calibration; without --no-probe harness estimate measures one",
+         lambda c: ["estimate", c.suite(ESTIMATED), *tiny(), "--calibration", c.tmp / "none.json", "--no-probe"]),
+    Case("estimate-price-negative", "estimate", "a negative `--price`",
+         "--price -3: expected a price per hour, a number >= 0, e.g. 2.5",
+         lambda c: ["estimate", c.suite(ESTIMATED), *tiny(), "--price=-3"]),
+    Case("memory-limit-not-a-size", "estimate", "a `--memory-limit` that is not a size",
+         "--memory-limit lots: expected a size such as 16GiB, 800MB or a number of bytes",
+         lambda c: ["run", c.suite(ESTIMATED), *tiny(), "--estimate", "--memory-limit", "lots"]),
+    Case("calibration-without-estimate", "estimate", "`harness run --calibration` without `--estimate`",
+         "--calibration goes with --estimate",
+         lambda c: ["run", c.suite(ESTIMATED), *tiny(), "--calibration", c.tmp / "cal.json"]),
+    Case("estimate-does-not-fit", "estimate",
+         "`harness run --estimate` with a run predicted not to fit its memory: said before the first run",
+         "<where>: run <id> (max_len 32, batch 16) is predicted to need <size> of memory, more than the 1 MB it "
+         "may use: a smaller batch_size or max_len, or another --memory-limit",
+         lambda c: [*_calibrated(c), "run", c.suite_path, *tiny(), "--estimate", "--memory-limit", "1MB",
+                    "--calibration", c.tmp / "cal.json", "--no-probe"]),
 ]
 
 
@@ -672,7 +715,8 @@ def test_docs_catalogue_names_each_case_exactly_once():
 
 
 def render_catalogue() -> str:
-    titles = {"suite": "Suites and --set", "data": "Data", "model": "Models", "plugin": "Plugins", "output": "Output"}
+    titles = {"suite": "Suites and --set", "data": "Data", "model": "Models", "plugin": "Plugins", "output": "Output",
+              "estimate": "Estimates and calibrations"}
     parts = [START, ""]
     for group, title in titles.items():
         parts += [f"### {title}", ""]

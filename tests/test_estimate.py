@@ -66,6 +66,49 @@ def test_a_sum_has_the_noise_shrunk_by_its_steps_and_the_systematic_error_whole(
     assert low == pytest.approx(2 * value - high)
 
 
+def test_a_sum_is_the_medians_times_the_samples_mean_ratio_to_their_median():
+    """A rare slow step (here one in four, 1.4 times its shape's usual) is in an epoch's sum
+    but not in its shape's median: the sum is the medians times the pooled mean ratio."""
+    samples = [(8, l, v * float(linear_cost(8, l))) for l in (4, 16, 64, 100) for v in (1.0, 1.0, 1.0, 1.4)]
+    fit = cost.fit(samples)
+    assert fit.mean_ratio == pytest.approx(1.1)
+    assert fit.predict(8, 16) == pytest.approx(linear_cost(8, 16), rel=1e-9)  # one step: the median
+    shapes = np.array([(8, 16)] * 10 + [(8, 64)] * 5)
+    value, _, _ = fit.total(shapes)
+    assert value == pytest.approx(1.1 * (10 * linear_cost(8, 16) + 5 * linear_cost(8, 64)), rel=1e-9)
+    assert cost.CostFit.from_dict(fit.to_dict()) == fit
+    # a calibration file written before the ratio existed reads as 1
+    assert cost.CostFit.from_dict({k: v for k, v in fit.to_dict().items() if k != "mean_ratio"}).mean_ratio == 1.0
+
+
+def test_the_probe_times_every_shape_in_each_pass_after_a_warm_up_pass(tiny_runs, monkeypatch):
+    """A slow minute of a drifting machine falls on every shape alike, not on one: pass after
+    pass of one step per shape; the warm-up pass, smallest first, reads each shape's peak."""
+    from harness.loop import probe as probe_module
+
+    taken = []
+    real_step = probe_module._step
+
+    def recorded(p, kind, batch):
+        taken.append((kind, *batch.input_ids.shape))
+        return real_step(p, kind, batch)
+
+    monkeypatch.setattr(probe_module, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(probe_module, "_step", recorded)
+    suite, _ = tiny_runs
+    run = _resolved(suite)[0]
+    train, evaluation = [(8, 24), (8, 6), (4, 12)], [(16, 10), (16, 30), (16, 20)]
+    result = probe_module.probe(run, train, evaluation, repeats=3, eval_repeats=2)
+    ordered_train = [(8, 6), (4, 12), (8, 24)]  # by B·L²: 288, 576, 4608
+    ordered_eval = [(16, 10), (16, 20), (16, 30)]
+    assert taken == ([(TRAIN, *s) for s in ordered_train] * 4 + [(EVAL, *s) for s in ordered_eval] * 3)
+    assert [tuple(m[:3]) for m in result.memory] == ([(TRAIN, *s) for s in ordered_train]
+                                                     + [(EVAL, *s) for s in ordered_eval])
+    assert [tuple(s[:3]) for s in result.steps] == ([(TRAIN, *s) for s in ordered_train] * 3
+                                                    + [(EVAL, *s) for s in ordered_eval] * 2)
+    assert all(s[3] > 0 for s in result.steps)
+
+
 def test_a_fit_needs_three_shapes():
     with pytest.raises(ValueError, match="at least 3 distinct shapes"):
         cost.fit([(8, 16, 0.1), (8, 32, 0.2), (8, 32, 0.21)])

@@ -4,16 +4,23 @@
 tokenizer, model, optimizer and precision), then for each shape (B, L) builds a batch of
 B of the run's own training examples padded to L (the longest that fit in L, so the
 attention mask holds padding as a padded batch does; shorter splits repeat, longer examples
-are cut) and times, after ``warm`` untimed steps, ``repeats`` steps of it: training steps
-exactly as an epoch takes them (:func:`harness.loop.train.train_step`) and evaluation
-batches exactly as an evaluation computes them (:func:`harness.loop.train.eval_probabilities`),
-each step between two device-synchronised clock readings. Before the first timed step the
-probe trains for :data:`SETTLE_SECONDS` on its middle shape, untimed: on two CPU cores the
-first second or so of sustained compute ran 1.7 times slower than the rest (a 1024² matmul
-loop, a fresh process), and a probe's shortest shapes come first. The peak memory of each shape is
-read as the run's record reads it (:func:`harness.loop.measure.peak_memory`), reset before the
-shape; the shapes go from the smallest to the largest, so a process's resident set, which
-keeps what the allocator once held, grows with them and each reading is its shape's.
+are cut) and steps it: training steps exactly as an epoch takes them
+(:func:`harness.loop.train.train_step`) and evaluation batches exactly as an evaluation
+computes them (:func:`harness.loop.train.eval_probabilities`), each step between two
+device-synchronised clock readings.
+
+The shapes are timed in passes: one untimed pass over every shape (its warm-up, where the
+peak memory of each shape is read), then ``repeats`` timed passes, each one step of every
+shape. On two CPU cores of a VM the speed of one shape's steps moved by ±12% from one
+minute to the next (docs/estimate.md); timed shape by shape, a slow stretch would land on
+one shape (a 128-token step measured 0.66-1.26 s across three probes, against 0.82-0.88 s
+in the epochs) and bend the fitted curve there; spread over passes, it moves every shape alike. Before the first pass
+the probe trains for :data:`SETTLE_SECONDS` on its middle shape, untimed: on two CPU cores
+the first second or so of sustained compute ran 1.7 times slower than the rest (a 1024²
+matmul loop, a fresh process). The peak memory of each shape is read as the run's record
+reads it (:func:`harness.loop.measure.peak_memory`), reset before the shape; the warm-up
+pass goes from the smallest shape to the largest, so a process's resident set, which keeps
+what the allocator once held, grows with them and each reading is its shape's.
 
 The weights change as the steps train; nothing is kept. The seconds of :func:`prepare` are
 kept too: a run pays them before its first epoch.
@@ -67,23 +74,32 @@ def probe_batch(p: Prepared, batch_size: int, length: int) -> Batch:
     return collate(p.enc_train, chosen, length, p.strategy.pad_id)
 
 
-def _time(p: Prepared, kind: int, shape: Shape, warm: int, repeats: int, out: ProbeResult) -> None:
-    batch = probe_batch(p, *shape).to(p.device)
-    reset_peak_memory(p.device)
+def _step(p: Prepared, kind: int, batch: Batch) -> float:
+    """One training step or evaluation batch of ``batch``, its seconds."""
     clock = Clock(p.device)
-    for i in range(warm + repeats):
-        clock.start()
-        if kind == TRAIN:
-            train_step(p, batch)
-        else:
-            with torch.inference_mode():
-                eval_probabilities(p, batch)
-        seconds = clock.stop()
-        if i >= warm:
-            out.steps.append((kind, shape[0], shape[1], seconds))
-    figures = peak_memory(p.device)
-    out.memory.append((kind, shape[0], shape[1], int(figures["peak_memory_bytes"])))
-    out.memory_kind = str(figures["peak_memory_kind"])
+    clock.start()
+    if kind == TRAIN:
+        train_step(p, batch)
+    else:
+        with torch.inference_mode():
+            eval_probabilities(p, batch)
+    return clock.stop()
+
+
+def _time(p: Prepared, kind: int, shapes: Sequence[Shape], repeats: int, out: ProbeResult) -> None:
+    """One warm-up pass over ``shapes`` (smallest first, each one's peak memory read), then
+    ``repeats`` timed passes (see the module's docstring)."""
+    shapes = _smallest_first(shapes)
+    batches = [probe_batch(p, *shape).to(p.device) for shape in shapes]
+    for shape, batch in zip(shapes, batches):
+        reset_peak_memory(p.device)
+        _step(p, kind, batch)
+        figures = peak_memory(p.device)
+        out.memory.append((kind, shape[0], shape[1], int(figures["peak_memory_bytes"])))
+        out.memory_kind = str(figures["peak_memory_kind"])
+    for _ in range(repeats):
+        for shape, batch in zip(shapes, batches):
+            out.steps.append((kind, shape[0], shape[1], _step(p, kind, batch)))
 
 
 def _smallest_first(shapes: Sequence[Shape]) -> list[Shape]:
@@ -100,11 +116,11 @@ def _settle(p: Prepared, shape: Shape, seconds: float) -> None:
 
 
 def probe(
-    run: ResolvedRun, train: Sequence[Shape], evaluation: Sequence[Shape], *, warm: int = 2, repeats: int = 3,
-    eval_repeats: int = 2,
+    run: ResolvedRun, train: Sequence[Shape], evaluation: Sequence[Shape], *, repeats: int = 4, eval_repeats: int = 2,
 ) -> ProbeResult:
     """Time ``train`` shapes as training steps and ``evaluation`` shapes as evaluation batches
-    of ``run``'s configuration (see the module's docstring)."""
+    of ``run``'s configuration, in ``repeats`` and ``eval_repeats`` passes after a warm-up
+    pass (see the module's docstring)."""
     started = time.perf_counter()
     out = ProbeResult()
     p = prepare(run)
@@ -112,16 +128,14 @@ def probe(
     out.parameters = sum(x.numel() for x in p.model.parameters())
     out.trainable_parameters = sum(x.numel() for x in p.trainable)
     p.model.train()
-    train = _smallest_first(train)
     if train:
-        _settle(p, train[len(train) // 2], SETTLE_SECONDS)
+        ordered = _smallest_first(train)
+        _settle(p, ordered[len(ordered) // 2], SETTLE_SECONDS)
     load = LoadProbe()
     load.start()
-    for shape in train:
-        _time(p, TRAIN, shape, warm, repeats, out)
+    _time(p, TRAIN, train, repeats, out)
     p.model.eval()
-    for shape in _smallest_first(evaluation):
-        _time(p, EVAL, shape, 1, eval_repeats, out)
+    _time(p, EVAL, evaluation, eval_repeats, out)
     machine, own = load.stop()
     timed = time.perf_counter() - started - out.setup_seconds
     out.other_cores = None if machine is None or timed <= 0 else max(0.0, machine - own) / timed

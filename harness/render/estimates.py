@@ -88,7 +88,7 @@ def estimate_notes(suite: Any, price: float | None = None) -> list[str]:
     total = suite.total_seconds
     lines = list(suite.notes)
     money = f", {_money(total, price)} at {price:g} per hour" if price is not None else ""
-    lines.append(f"the suite: {len(suite.runs)} runs, predicted {_duration(total)}{money} (set-up, warm-up, "
+    lines.append(f"the suite: {len(suite.runs)} run{'s' if len(suite.runs) != 1 else ''}, predicted {_duration(total)}{money} (set-up, warm-up, "
                  f"epochs and evaluations; each run's process start not included); estimated in {suite.seconds:.1f} s")
     for e in suite.runs:
         if e.fits is False:
