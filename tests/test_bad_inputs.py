@@ -9,6 +9,7 @@ The catalogue section of docs/errors.md is generated from CASES below and checke
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import textwrap
@@ -94,6 +95,14 @@ class Ctx:
     def put(self, relative: str, content: str | bytes) -> list[str]:
         """Write a file; returns no arguments, so it can open an argv list."""
         self.file(relative, content)
+        return []
+
+    def own(self) -> list[str]:
+        """Hold --out as another `harness run` would (its ownership lock) during the case."""
+        from harness.records.store import claim
+
+        self.out.mkdir(exist_ok=True)
+        self.owner = claim(self.out)
         return []
 
     def dir(self, relative: str) -> Path:
@@ -572,6 +581,18 @@ CASES: list[Case] = [
     Case("out-under-file", "output", "--out cannot be created (its parent is a file; fails for root too)",
          "--out <tmp>/taken/out: cannot create it (Not a directory)",
          lambda c: ["run", c.suite("name: bad\n"), *tiny(), "--out", c.file("taken", "keep me\n") / "out"]),
+    Case("out-owned", "output", "another `harness run` is writing into --out (the same suite started twice)",
+         "--out <tmp>/out: another `harness run` owns this directory (pid <pid> on <host>, since <time>); wait for "
+         "it to end (`flock <tmp>/out/.run.lock true` waits) or pick another --out",
+         lambda c: c.own() + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("out-jobs-running", "output", "a `harness run` that trains here into a directory whose SLURM (or local) "
+         "jobs of a `--no-wait` submission may still be running",
+         "--out <tmp>/out: 1 local job of an earlier submission may still be running and writing there (<pid>, in "
+         "<tmp>/out/slurm/jobs.json); the same command with --executor slurm waits for them and collects their "
+         "records, or pick another --out",
+         lambda c: c.put("out/slurm/jobs.json", json.dumps({"r1": {"job_id": str(os.getpid()), "executor": "local",
+                                                                    "submitted_at": "2026-01-01T00:00:00+00:00"}}))
+         + ["run", c.suite("name: bad\n"), *tiny()]),
     Case("out-results-corrupt", "output", "the results file in --out holds a line that is not JSON (edited by hand)",
          "<tmp>/out/results.jsonl:2: not a JSON record (Expecting value)",
          lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["run", c.suite("name: bad\n"), *tiny()]),

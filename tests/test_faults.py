@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -310,3 +311,37 @@ def test_ctrl_c_before_any_run_is_a_short_note_not_a_traceback(cli, write_suite,
     code, out, err = cli("validate", write_suite("name: ok\n"))
     assert code == 130
     assert err.strip() == "interrupted" and "Traceback" not in out + err
+
+
+# ------------------------------------------------------------------- two writers at once
+
+
+def test_two_runs_into_one_out_at_once_train_each_run_once(zygote, tmp_path):
+    """Ten times, two `harness run` of one suite started at the same moment into one --out:
+    one owns the directory and trains; the other is refused at once in one line naming the
+    owner (or, had the first already ended, finds every run done). Each time the store
+    parses and holds every run exactly once."""
+    seeds = [1, 2]
+    suite = _suite(tmp_path, seeds)
+    refusals = 0
+    for attempt in range(10):
+        out = tmp_path / f"out-{attempt}"
+        argv = ("run", suite, "--out", out, "--no-progress", "--no-plot", "--isolation", "none")
+        children = [zygote.start(*argv), zygote.start(*argv)]
+        ends = [(zygote.wait(pid), log.read_text()) for pid, log in children]
+        records = _check_file(out / "results.jsonl")
+        assert sorted(r["config"]["seed"] for r in records) == seeds, ends
+        assert all(r["status"] == "ok" for r in records)
+        refused = [text for status, text in ends if status == {"signal": None, "code": 2}]
+        assert all(status["code"] in (0, 2) for status, _ in ends), ends
+        assert len(refused) <= 1, ends
+        for text in refused:
+            errors = [line for line in text.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and "Traceback" not in text, text
+            assert re.fullmatch(rf"error: --out {re.escape(str(out))}: another `harness run` owns this directory "
+                                r"\(pid \d+ on .+, since .+\); wait for it to end \(`flock .+\.run\.lock true` "
+                                r"waits\) or pick another --out", errors[0]), errors[0]
+        if not refused:  # the second started after the first had ended: it trained nothing
+            assert any("2 of 2 runs already done" in text for _, text in ends), ends
+        refusals += len(refused)
+    print(f"two writers: the second command refused {refusals} times of 10")

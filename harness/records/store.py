@@ -17,16 +17,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from harness.data.read import read_lines
 from harness.errors import HarnessError
-from harness.records.record import RunRecord, version_problem
+from harness.records.record import RunRecord, now, version_problem
 
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".results.lock"
+#: held by the ``harness run`` that owns the directory, for the whole command (:func:`claim`)
+OWNER_FILE = ".run.lock"
 TMP_PREFIX = ".results-"
 #: statuses that count as finished: resume skips them (``--rerun`` forces them)
 FINISHED = ("ok", "diverged")
@@ -104,6 +108,39 @@ def hold(path: Path, *, wait: bool = True) -> IO[str] | None:
             raise
         return None
     return f
+
+
+def claim(out_dir: str | Path, *, probe: bool = False) -> IO[str] | None:
+    """``<out>/.run.lock`` held (:func:`hold`, no wait) by the ``harness run`` that owns the
+    directory, for the whole command, and holding its pid, host and start time; the lock dies
+    with the process, so a ``kill -9`` leaves no stale owner. Another owner alive: a
+    :class:`HarnessError` naming it. ``probe``: only check (nothing created or written; None)."""
+    path = Path(out_dir) / OWNER_FILE
+    if probe and not path.is_file():
+        return None
+    owner = hold(path, wait=False)
+    if owner is None:
+        raise HarnessError(f"--out {out_dir}: another `harness run` owns this directory ({_owner(path)}); wait for it "
+                           f"to end (`flock {path} true` waits) or pick another --out")
+    if probe:
+        owner.close()
+        return None
+    owner.truncate(0)
+    owner.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "since": now()}) + "\n")
+    owner.flush()
+    return owner
+
+
+def _owner(path: Path) -> str:
+    """Who holds ``<out>/.run.lock``, as its file says (it may not have written it yet)."""
+    for _ in range(50):
+        try:
+            who = json.loads(path.read_text(encoding="utf-8"))
+            return f"pid {who['pid']} on {who['host']}, since {who['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return "its pid not written yet"
 
 
 @contextlib.contextmanager
