@@ -251,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     from harness.launch.runner import preflight, run_suite  # lazy: the loop and torch
     from harness.records.export import notifier  # lazy: it imports the plugin bases (torch)
-    from harness.records.store import ResultsStore, check_out_dir, claim, prepare_out_dir
+    from harness.records.store import ResultsStore, check_out_dir, claim, prepare_out_dir, repair
     from harness.records.summary import table_title
     from harness.render.progress import RichProgress
     from harness.render.tables import print_epochs, print_table
@@ -271,6 +271,9 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     predictions = _predictions(args, runs, cluster)
     prepare_out_dir(out)
     owned.enter_context(claim(out))  # until this command ends or dies: a second one into --out is refused
+    repaired = repair(out)  # lines of the store that are no record (a crash mid-write) set aside, said
+    if repaired:
+        print_note(repaired)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
     if done:
         print_note(

@@ -593,12 +593,13 @@ CASES: list[Case] = [
          lambda c: c.put("out/slurm/jobs.json", json.dumps({"r1": {"job_id": str(os.getpid()), "executor": "local",
                                                                     "submitted_at": "2026-01-01T00:00:00+00:00"}}))
          + ["run", c.suite("name: bad\n"), *tiny()]),
-    Case("out-results-corrupt", "output", "the results file in --out holds a line that is not JSON (edited by hand)",
+    Case("results-corrupt", "output", "`harness report` of a results file holding a line that is not JSON (edited "
+         "by hand, cut short by a crash; `harness run` into the directory sets such lines aside instead)",
          "<tmp>/out/results.jsonl:2: not a JSON record (Expecting value)",
-         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["run", c.suite("name: bad\n"), *tiny()]),
-    Case("out-results-not-utf8", "output", "the results file in --out holds bytes that are not UTF-8",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["report", c.out]),
+    Case("results-not-utf8", "output", "`harness report` of a results file holding bytes that are not UTF-8",
          "<tmp>/out/results.jsonl:2: not valid UTF-8 (invalid start byte)",
-         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["run", c.suite("name: bad\n"), *tiny()]),
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["report", c.out]),
     Case("results-newer-major", "output", "`harness report` of a record from a newer major schema_version",
          "<tmp>/out/results.jsonl:2: a record of schema_version 2.0 (this harness reads 1.x and older); "
          "upgrade the harness to read it",

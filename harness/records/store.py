@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from harness.data.read import read_lines
 from harness.errors import HarnessError
 from harness.records.record import RunRecord, now, version_problem
 
@@ -66,9 +65,23 @@ def prepare_out_dir(out: str | Path) -> Path:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a results file (a directory holding one, or the file itself).
 
-    A record of a newer major ``schema_version`` than this harness's, or one whose version
-    is not ``major.minor``, is an error naming its file and line: its fields may mean
-    something else now."""
+    A line that is not a run record (not UTF-8, not JSON, no ``run_id``: a crash mid-write,
+    an edit by hand) is an error naming its file and line; so is a record of a newer major
+    ``schema_version`` than this harness's, or one whose version is not ``major.minor``:
+    its fields may mean something else now. (``harness run`` sets bad lines aside instead:
+    :func:`repair`.)"""
+    path = results_path(path)
+    records = []
+    for line_no, _, record, problem in _lines(path):
+        problem = problem or version_problem(record.get("schema_version"))
+        if problem:
+            raise HarnessError(f"{path}:{line_no}: {problem}")
+        records.append(record)
+    return records
+
+
+def results_path(path: str | Path) -> Path:
+    """The results file of a results directory (or the file itself), which must exist."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"{path}: no such results directory or file")
@@ -76,19 +89,72 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         if not (path / RESULTS_FILE).is_file():
             raise HarnessError(f"{path}: no {RESULTS_FILE} in it (is it the --out of a `harness run`?)")
         path = path / RESULTS_FILE
-    records = []
-    for line_no, line in read_lines(path):
+    return path
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any], str | None]]:
+    """Each non-blank line of a results file: its number, its bytes, and its record, or
+    what makes it no run record. Lines end at ``\n``, ``\r\n`` or ``\r``, as for
+    :func:`harness.data.read.read_lines`; a BOM at the start is dropped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    for line_no, raw in enumerate(data.splitlines(keepends=True), start=1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
-        if not isinstance(record, dict) or "run_id" not in record:
-            raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
-        problem = version_problem(record.get("schema_version"))
-        if problem:
-            raise HarnessError(f"{path}:{line_no}: {problem}")
-        records.append(record)
-    return records
+            text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield line_no, raw, {}, f"not valid UTF-8 ({exc.reason})"
+            continue
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield line_no, raw, {}, f"not a JSON record ({getattr(exc, 'msg', 'nested too deeply')})"
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("run_id"), str):
+            yield line_no, raw, {}, "not a run record (no run_id)"
+            continue
+        yield line_no, raw, record, None
+
+
+def repair(out_dir: str | Path) -> str | None:
+    """Before a resume: the lines of ``<out>/results.jsonl`` that are no run record (a last
+    line cut short by a crash mid-write on a filesystem without atomic rename, garbage)
+    moved, byte for byte, to ``results.jsonl.corrupt-<UTC time>`` beside it, and the store
+    rewritten atomically with every valid record, as it was; what was done, in one line
+    (None: nothing to repair). The bad lines are written (and fsynced) before the store is
+    replaced, so a crash in between loses nothing. A record of a newer schema is no
+    corruption: it stays an error (:func:`read_records`)."""
+    out_dir = Path(out_dir)
+    path = out_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    with locked(out_dir):
+        lines = list(_lines(path))
+        bad = [(n, raw, problem) for n, raw, _, problem in lines if problem]
+        if not bad:
+            return None
+        for n, _, record, problem in lines:
+            if not problem and version_problem(record.get("schema_version")):
+                raise HarnessError(f"{path}:{n}: {version_problem(record.get('schema_version'))}")
+        aside = path.with_name(f"{RESULTS_FILE}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "+")
+        try:
+            write_atomically(aside, lambda f: f.writelines(raw for _, raw, _ in bad), TMP_PREFIX)
+            write_atomically(path, lambda f: f.writelines(
+                raw if raw.endswith((b"\n", b"\r")) else raw + b"\n" for _, raw, _, problem in lines if not problem
+            ), TMP_PREFIX)
+        except OSError as exc:
+            raise HarnessError(f"{path}: cannot set its bad lines aside ({exc.strerror or exc}); the file is as it "
+                               "was") from None
+    kept = len(lines) - len(bad)
+    first = bad[0]
+    return (f"{path}: {len(bad)} line{'s' if len(bad) != 1 else ''} that {'are' if len(bad) != 1 else 'is'} no "
+            f"run record (line {first[0]}: {first[2]}{', ...' if len(bad) > 1 else ''}) set aside in {aside}; the "
+            f"{kept} valid record{'s' if kept != 1 else ''} kept")
 
 
 def hold(path: Path, *, wait: bool = True) -> IO[str] | None:
