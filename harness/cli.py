@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import __version__
-from harness.errors import TRACEBACK_ENV, ExitCode, HarnessError
+from harness.errors import TRACEBACK_ENV, ExitCode, HarnessError, NoRoom, no_room
 from harness.render.console import print_error, print_note, print_text
 
 DEFAULT_OUT_ROOT = "results"
@@ -425,6 +425,8 @@ def _plot_after_run(records, path: Path, title: str) -> None:
         return
     try:
         plot.write_plot(records, path, title=title)
+    except NoRoom:  # the disk is full: said as an error (every record is stored)
+        raise
     except HarnessError as exc:
         print_note(f"no plot: {exc}")
         return
@@ -683,6 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before any run started (loading, preflight): nothing to keep
         print_note("interrupted")
         return int(ExitCode.INTERRUPTED)
+    except OSError as exc:  # a write for want of room (disk full, quota, read-only): one line too
+        error = no_room(exc)
+        if error is None:
+            raise
+        print_error(str(error))
+        return int(error.exit_code)
 
 
 def entry() -> None:  # pragma: no cover - the console script

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import errno
 from typing import Sequence
 
 #: the distribution the harness and its extras install from (the import name is `harness`)
@@ -35,6 +36,26 @@ class HarnessError(Exception):
     def __init__(self, message: str, detail: str | None = None):
         super().__init__(message)
         self.detail = detail
+
+
+#: the errors of a write that room (or a writable filesystem) would fix: disk full, quota, read-only
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class NoRoom(HarnessError):
+    """A write that failed for want of room (:data:`NO_ROOM`): one line naming the file and the
+    error; every write of the store is atomic, so what was stored before is intact."""
+
+
+def no_room(exc: BaseException) -> NoRoom | None:
+    """The one line for ``exc`` when it is a write that failed for want of room, else None."""
+    if isinstance(exc, NoRoom):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in NO_ROOM:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    return NoRoom(f"{where}: cannot write it ({exc.strerror}); what was stored before is intact: make room (or "
+                  "pick another --out) and run the same command again")
 
 
 def one_line(exc: BaseException, keep: str = "all") -> str:

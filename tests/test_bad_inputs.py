@@ -8,6 +8,7 @@ The catalogue section of docs/errors.md is generated from CASES below and checke
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -66,6 +67,10 @@ def side_results(c: "Ctx", name: str, texts: str = "abcd", steps: bool = True) -
               "side_files": side}
     (folder / "results.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
     return folder
+
+
+def _no_space(*args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def versioned_record(version: str) -> str:
@@ -593,6 +598,12 @@ CASES: list[Case] = [
          lambda c: c.put("out/slurm/jobs.json", json.dumps({"r1": {"job_id": str(os.getpid()), "executor": "local",
                                                                     "submitted_at": "2026-01-01T00:00:00+00:00"}}))
          + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("out-disk-full", "output", "the disk of --out fills up (or its quota, or it is read-only) while a run "
+         "writes its files: the run is not stored, the earlier records are intact, the same command resumes",
+         "<tmp>/out/predictions/<id>.npz: cannot write it (No space left on device); what was stored before is "
+         "intact: make room (or pick another --out) and run the same command again",
+         lambda c: c.monkeypatch.setattr("os.fsync", _no_space) or [
+                    "run", c.suite("name: bad\n"), *tiny(), "--isolation", "none"]),
     Case("results-corrupt", "output", "`harness report` of a results file holding a line that is not JSON (edited "
          "by hand, cut short by a crash; `harness run` into the directory sets such lines aside instead)",
          "<tmp>/out/results.jsonl:2: not a JSON record (Expecting value)",

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, no_room
 from harness.records.store import write_atomically
 
 PREDICTIONS, STEPS = "predictions", "steps"
@@ -112,12 +112,15 @@ def write_side_files(
         })
     arrays["splits"] = np.asarray(names, dtype=str)
     arrays["run_id"] = np.asarray(run_id)
-    try:
-        _write(out_dir / relative(PREDICTIONS, run_id), arrays)
-        _write(out_dir / relative(STEPS, run_id), {"columns": np.asarray(STEP_COLUMNS), "steps": steps.table(),
-                                                   "run_id": np.asarray(run_id)})
-    except OSError as exc:
-        raise HarnessError(f"{out_dir}: cannot write the side files of run {run_id} ({exc.strerror or exc})") from None
+    for path, content in ((out_dir / relative(PREDICTIONS, run_id), arrays),
+                          (out_dir / relative(STEPS, run_id), {"columns": np.asarray(STEP_COLUMNS),
+                                                               "steps": steps.table(), "run_id": np.asarray(run_id)})):
+        try:
+            _write(path, content)
+        except OSError as exc:  # the run's record is not stored: its run trains again on resume
+            exc.filename = str(path)
+            raise no_room(exc) or HarnessError(
+                f"{path}: cannot write the side file of run {run_id} ({exc.strerror or exc})") from None
     return {PREDICTIONS: relative(PREDICTIONS, run_id), STEPS: relative(STEPS, run_id)}
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from harness.errors import HarnessError
+from harness.errors import NO_ROOM, HarnessError, NoRoom, no_room
 from harness.records.record import RunRecord, now, version_problem
 
 RESULTS_FILE = "results.jsonl"
@@ -191,10 +191,14 @@ def claim(out_dir: str | Path, *, probe: bool = False) -> IO[str] | None:
     if probe:
         owner.close()
         return None
-    owner.truncate(0)
-    owner.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                            "since": now()}) + "\n")
-    owner.flush()
+    try:
+        owner.truncate(0)
+        owner.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}) + "\n")
+        owner.flush()
+    except OSError as exc:
+        owner.close()
+        exc.filename = exc.filename or str(path)
+        raise no_room(exc) or HarnessError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     return owner
 
 
@@ -255,9 +259,10 @@ class ResultsStore:
         try:
             self._replace(records)
         except OSError as exc:  # disk full, directory gone or read-only: the old file is intact
-            raise HarnessError(
-                f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
-            ) from None
+            message = f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
+            if exc.errno in NO_ROOM:
+                raise NoRoom(f"{message}: make room (or pick another --out) and run the same command again") from None
+            raise HarnessError(message) from None
 
     def _replace(self, records: Iterable[dict[str, Any]]) -> None:
         def lines(f: IO[bytes]) -> None:
