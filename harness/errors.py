@@ -34,8 +34,17 @@ class HarnessError(Exception):
     exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
+        super().__init__(one_line_text(message))
         self.detail = detail
+
+
+#: what ``str.splitlines`` breaks a line at: in a message (a user's text quoted), written escaped
+_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line_text(message: str) -> str:
+    """``message`` as one line: the line breaks of a quoted input (``--set 'a\rb'``) escaped."""
+    return message.translate(str.maketrans(_BREAKS)) if any(c in message for c in _BREAKS) else message
 
 
 #: the errors of a write that room (or a writable filesystem) would fix: disk full, quota, read-only

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -140,7 +141,8 @@ def _load(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such side file (the record names it; was it moved or deleted?)") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation, zlib.error,
+            NotImplementedError, RuntimeError) as exc:  # a damaged archive: its data, its method, an "encrypted" flag
         raise HarnessError(f"{path}: not a side file of the harness ({type(exc).__name__}: {exc})") from None
 
 

@@ -116,7 +116,70 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any], str | None]
         if not isinstance(record, dict) or not isinstance(record.get("run_id"), str):
             yield line_no, raw, {}, "not a run record (no run_id)"
             continue
-        yield line_no, raw, record, None
+        problem = shape_problem(record)
+        yield line_no, raw, record if problem is None else {}, problem and f"not a run record ({problem})"
+
+
+_NUMBER = (int, float)
+#: the fields of a record that the readers rely on, and the JSON types each may hold (absent is fine)
+SHAPE: dict[str, tuple[type, ...]] = {
+    "status": (str,), "error": (str, type(None)), "suite": (str, type(None)), "main_metric": (str, type(None)),
+    "config": (dict,), "env": (dict, type(None)), "parallel": (dict, type(None)), "data": (dict, type(None)),
+    "side_files": (dict, type(None)), "epochs": (list,), "metrics": (dict,), "test_metrics": (dict, type(None)),
+    "estimate": (dict, type(None)), "started_at": (str, type(None)), "finished_at": (str, type(None)),
+    "metrics_ci95": (dict, type(None)), "test_metrics_ci95": (dict, type(None)), "load": (dict, type(None)),
+    "model_info": (dict, type(None)), "target": (dict, type(None)),
+}
+#: fields that hold a number or null: the record's, and (required) each epoch's that every table sums or averages
+NUMBERS = ("compile_seconds", "warmup_seconds", "start_seconds", "train_samples_per_second", "train_steps_per_second",
+           "world_size")
+EPOCH_FIGURES = ("train_seconds", "real_tokens", "padded_tokens", "eval_seconds", "peak_memory_bytes")
+EPOCH_NUMBERS = ("train_flops", "train_loss")
+
+
+def shape_problem(record: dict[str, Any]) -> str | None:
+    """What in a record's fields is not the type a record holds there (hand-edited, or
+    damaged): one phrase naming the field; None when the readers can use it."""
+    for key, types in SHAPE.items():
+        if key in record and (not isinstance(record[key], types) or isinstance(record[key], bool) and bool not in types):
+            return f"{key}: {type(record[key]).__name__} where a record holds {' or '.join(_name(t) for t in types)}"
+    numbers = [(key, record.get(key)) for key in NUMBERS]
+    numbers += [(f"estimate.{k}", v) for k, v in (record.get("estimate") or {}).items() if k.endswith("seconds")]
+    numbers += [(f"{key}.{name}", value) for key in ("metrics", "test_metrics")
+                for name, value in (record.get(key) or {}).items()]
+    for key in ("metrics_ci95", "test_metrics_ci95"):
+        for name, interval in (record.get(key) or {}).items():
+            if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
+                return f"{key}.{name}: {type(interval).__name__} where a record holds an interval [low, high]"
+            numbers += [(f"{key}.{name}", v) for v in interval or []]
+    for i, epoch in enumerate(record.get("epochs") or []):
+        if not isinstance(epoch, dict):
+            return f"epochs[{i}]: {type(epoch).__name__} where a record holds an object"
+        for name in EPOCH_FIGURES:
+            if not _is_number(epoch.get(name)):
+                return f"epochs[{i}].{name}: {type(epoch.get(name)).__name__} where a record holds a number"
+        if not isinstance(epoch.get("metrics") or {}, dict):
+            return f"epochs[{i}].metrics: {type(epoch['metrics']).__name__} where a record holds an object"
+        numbers += [(f"epochs[{i}].{name}", epoch.get(name)) for name in EPOCH_NUMBERS]
+        numbers += [(f"epochs[{i}].metrics.{k}", v) for k, v in _mapping(epoch.get("metrics")).items()]
+    for where, value in numbers:
+        if value is not None and not _is_number(value):
+            return f"{where}: {type(value).__name__} where a record holds a number"
+    if not isinstance((record.get("env") or {}).get("device_name") or "", str):
+        return "env.device_name: not a string"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(kind: type) -> str:
+    return {str: "a string", dict: "an object", list: "a list", type(None): "null"}.get(kind, kind.__name__)
 
 
 def repair(out_dir: str | Path) -> str | None:
