@@ -13,6 +13,7 @@ those imports are the function-level ones below.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import __version__
-from harness.errors import TRACEBACK_ENV, ExitCode, HarnessError
+from harness.errors import TRACEBACK_ENV, ExitCode, HarnessError, NoRoom, no_room
 from harness.render.console import print_error, print_note, print_text
 
 DEFAULT_OUT_ROOT = "results"
@@ -243,9 +244,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as owned:  # the --out directory's ownership, released when the command ends
+        return _run(args, owned)
+
+
+def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     from harness.launch.runner import preflight, run_suite  # lazy: the loop and torch
     from harness.records.export import notifier  # lazy: it imports the plugin bases (torch)
-    from harness.records.store import ResultsStore, check_out_dir, prepare_out_dir
+    from harness.records.store import ResultsStore, check_out_dir, claim, prepare_out_dir, repair
     from harness.records.summary import table_title
     from harness.render.progress import RichProgress
     from harness.render.tables import print_epochs, print_table
@@ -254,11 +260,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
+    claim(out, probe=True)  # another harness run writes there: said at once, before the checks
+    if cluster is None:  # the runs train here: not beside the jobs of a submission still writing there
+        from harness.launch.slurm import refuse_beside_jobs
+
+        refuse_beside_jobs(out)
     warnings, busy = preflight(runs, here=cluster is None or cluster.kind == "local")
     for warning in warnings:
         print_note(warning)
     predictions = _predictions(args, runs, cluster)
     prepare_out_dir(out)
+    owned.enter_context(claim(out))  # until this command ends or dies: a second one into --out is refused
+    repaired = repair(out)  # lines of the store that are no record (a crash mid-write) set aside, said
+    if repaired:
+        print_note(repaired)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
     if done:
         print_note(
@@ -411,6 +426,8 @@ def _plot_after_run(records, path: Path, title: str) -> None:
         return
     try:
         plot.write_plot(records, path, title=title)
+    except NoRoom:  # the disk is full: said as an error (every record is stored)
+        raise
     except HarnessError as exc:
         print_note(f"no plot: {exc}")
         return
@@ -669,6 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before any run started (loading, preflight): nothing to keep
         print_note("interrupted")
         return int(ExitCode.INTERRUPTED)
+    except OSError as exc:  # a write for want of room (disk full, quota, read-only): one line too
+        error = no_room(exc)
+        if error is None:
+            raise
+        print_error(str(error))
+        return int(error.exit_code)
 
 
 def entry() -> None:  # pragma: no cover - the console script

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import errno
 from typing import Sequence
 
 #: the distribution the harness and its extras install from (the import name is `harness`)
@@ -33,8 +34,37 @@ class HarnessError(Exception):
     exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
+        super().__init__(one_line_text(message))
         self.detail = detail
+
+
+#: what ``str.splitlines`` breaks a line at: in a message (a user's text quoted), written escaped
+_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line_text(message: str) -> str:
+    """``message`` as one line: the line breaks of a quoted input (``--set 'a\rb'``) escaped."""
+    return message.translate(str.maketrans(_BREAKS)) if any(c in message for c in _BREAKS) else message
+
+
+#: the errors of a write that room (or a writable filesystem) would fix: disk full, quota, read-only
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class NoRoom(HarnessError):
+    """A write that failed for want of room (:data:`NO_ROOM`): one line naming the file and the
+    error; every write of the store is atomic, so what was stored before is intact."""
+
+
+def no_room(exc: BaseException) -> NoRoom | None:
+    """The one line for ``exc`` when it is a write that failed for want of room, else None."""
+    if isinstance(exc, NoRoom):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in NO_ROOM:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    return NoRoom(f"{where}: cannot write it ({exc.strerror}); what was stored before is intact: make room (or "
+                  "pick another --out) and run the same command again")
 
 
 def one_line(exc: BaseException, keep: str = "all") -> str:

@@ -8,8 +8,11 @@ The catalogue section of docs/errors.md is generated from CASES below and checke
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import struct
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -69,6 +72,26 @@ def side_results(c: "Ctx", name: str, texts: str = "abcd", steps: bool = True) -
     return folder
 
 
+def damaged_results(c: "Ctx", name: str, flag: bool = False) -> Path:
+    """:func:`side_results` whose predictions file has the first byte of its first member's
+    compressed data flipped (the archive's directory intact); ``flag``: instead, the first
+    member's "encrypted" bit set in the archive's directory."""
+    folder = side_results(c, name)
+    path = folder / "predictions" / "r1.npz"
+    data = bytearray(path.read_bytes())
+    if flag:
+        data[data.index(b"PK\x01\x02") + 8] |= 0x01  # the central directory's first entry: its flag bits
+    else:
+        names, extra = struct.unpack("<HH", data[26:30])  # the local header of the first member, at offset 0
+        data[30 + names + extra] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return folder
+
+
+def _no_space(*args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def versioned_record(version: str) -> str:
     """A results line written by a harness of record format ``version``."""
     return json.dumps({"run_id": "later", "status": "ok", "schema_version": version, "config": {}, "epochs": []}) + "\n"
@@ -96,6 +119,14 @@ class Ctx:
     def put(self, relative: str, content: str | bytes) -> list[str]:
         """Write a file; returns no arguments, so it can open an argv list."""
         self.file(relative, content)
+        return []
+
+    def own(self) -> list[str]:
+        """Hold --out as another `harness run` would (its ownership lock) during the case."""
+        from harness.records.store import claim
+
+        self.out.mkdir(exist_ok=True)
+        self.owner = claim(self.out)
         return []
 
     def dir(self, relative: str) -> Path:
@@ -285,6 +316,12 @@ CASES: list[Case] = [
          "<suite>:3: refused YAML tag 'tag:yaml.org,2002:python/object/apply:os.system': suites are plain data, "
          "read with the safe loader (no python objects)",
          lambda c: ["validate", c.suite(f"name: bad\ndefaults:\n  seed: !!python/object/apply:os.system ['touch {c.tmp / 'PWNED'}']\n")]),
+    Case("yaml-alias-loop", "suite", "an alias inside its own anchor (an endless document); found by fuzzing",
+         "<suite>: nested too deeply, or an alias refers to itself (`&a [*a]`): a suite is plain, finite data",
+         lambda c: ["validate", c.suite("name: loop\ndefaults: &a [*a]\n")]),
+    Case("yaml-huge-integer", "suite", "an integer of more digits than Python converts (4300); found by fuzzing",
+         "<suite>: malformed YAML: Exceeds the limit (4300 digits) for integer string conversion<rest>",
+         lambda c: ["validate", c.suite("name: big\ndefaults: {seed: " + "9" * 5000 + "}\n")]),
     Case("suite-not-mapping", "suite", "the suite is a list, not a mapping",
          "<suite>: a suite is a mapping with at least `name` and `defaults` or `matrix`",
          lambda c: ["validate", c.suite("- max_len: 64\n")]),
@@ -375,6 +412,10 @@ CASES: list[Case] = [
     Case("device-unknown", "suite", "a device that does not exist",
          "<suite>:3: defaults.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'",
          lambda c: ["validate", c.suite("name: bad\ndefaults:\n  device: gpu\n")]),
+    Case("set-line-break", "suite", "--set with a line break in it (the error line shows it escaped); found by "
+         "fuzzing",
+         "--set a\\rb: expected key=value, e.g. --set max_len=64",
+         lambda c: ["validate", c.suite("name: ok\n"), "--set", "a\rb"]),
     Case("set-malformed", "suite", "--set without a value",
          "--set max_len: expected key=value, e.g. --set max_len=64",
          lambda c: ["validate", c.suite("name: ok\n"), "--set", "max_len"]),
@@ -582,12 +623,53 @@ CASES: list[Case] = [
     Case("out-under-file", "output", "--out cannot be created (its parent is a file; fails for root too)",
          "--out <tmp>/taken/out: cannot create it (Not a directory)",
          lambda c: ["run", c.suite("name: bad\n"), *tiny(), "--out", c.file("taken", "keep me\n") / "out"]),
-    Case("out-results-corrupt", "output", "the results file in --out holds a line that is not JSON (edited by hand)",
+    Case("side-file-damaged", "output", "a side file whose compressed data is damaged (a bad disk, a copy cut "
+         "short); found by fuzzing",
+         "<tmp>/base/predictions/r1.npz: not a side file of the harness (error: Error -3 while decompressing data: "
+         "<reason>)",
+         lambda c: ["compare", damaged_results(c, "base"), side_results(c, "new")]),
+    Case("side-file-flagged", "output", "a side file whose archive marks a member encrypted (a flipped bit); "
+         "found by fuzzing",
+         "<tmp>/base/predictions/r1.npz: not a side file of the harness (RuntimeError: File <name> is encrypted, "
+         "password required for extraction)",
+         lambda c: ["compare", damaged_results(c, "base", flag=True), side_results(c, "new")]),
+    Case("results-record-interval", "output", "`harness report` of a record whose interval is not [low, high] "
+         "(`metrics_ci95: true`); found by fuzzing",
+         "<tmp>/out/results.jsonl:2: not a run record (metrics_ci95: bool where a record holds an object or null)",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + json.dumps(
+             {"run_id": "x", "status": "ok", "config": {}, "epochs": [], "metrics_ci95": True}) + "\n") + [
+                    "report", c.out]),
+    Case("results-record-shape", "output", "`harness report` of a record whose field holds another type (an edit "
+         "by hand: a number written as text; `harness run` sets such a line aside); found by fuzzing",
+         "<tmp>/out/results.jsonl:2: not a run record (epochs[0].train_seconds: str where a record holds a number)",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + json.dumps(
+             {"run_id": "x", "status": "ok", "config": {}, "epochs": [{"train_seconds": "12.5"}]}) + "\n") + [
+                    "report", c.out]),
+    Case("out-owned", "output", "another `harness run` is writing into --out (the same suite started twice)",
+         "--out <tmp>/out: another `harness run` owns this directory (pid <pid> on <host>, since <time>); wait for "
+         "it to end (`flock <tmp>/out/.run.lock true` waits) or pick another --out",
+         lambda c: c.own() + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("out-jobs-running", "output", "a `harness run` that trains here into a directory whose SLURM (or local) "
+         "jobs of a `--no-wait` submission may still be running",
+         "--out <tmp>/out: 1 local job of an earlier submission may still be running and writing there (<pid>, in "
+         "<tmp>/out/slurm/jobs.json); the same command with --executor slurm waits for them and collects their "
+         "records, or pick another --out",
+         lambda c: c.put("out/slurm/jobs.json", json.dumps({"r1": {"job_id": str(os.getpid()), "executor": "local",
+                                                                    "submitted_at": "2026-01-01T00:00:00+00:00"}}))
+         + ["run", c.suite("name: bad\n"), *tiny()]),
+    Case("out-disk-full", "output", "the disk of --out fills up (or its quota, or it is read-only) while a run "
+         "writes its files: the run is not stored, the earlier records are intact, the same command resumes",
+         "<tmp>/out/predictions/<id>.npz: cannot write it (No space left on device); what was stored before is "
+         "intact: make room (or pick another --out) and run the same command again",
+         lambda c: c.monkeypatch.setattr("os.fsync", _no_space) or [
+                    "run", c.suite("name: bad\n"), *tiny(), "--isolation", "none"]),
+    Case("results-corrupt", "output", "`harness report` of a results file holding a line that is not JSON (edited "
+         "by hand, cut short by a crash; `harness run` into the directory sets such lines aside instead)",
          "<tmp>/out/results.jsonl:2: not a JSON record (Expecting value)",
-         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["run", c.suite("name: bad\n"), *tiny()]),
-    Case("out-results-not-utf8", "output", "the results file in --out holds bytes that are not UTF-8",
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD + "not json\n") + ["report", c.out]),
+    Case("results-not-utf8", "output", "`harness report` of a results file holding bytes that are not UTF-8",
          "<tmp>/out/results.jsonl:2: not valid UTF-8 (invalid start byte)",
-         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["run", c.suite("name: bad\n"), *tiny()]),
+         lambda c: c.put("out/results.jsonl", PREVIOUS_RECORD.encode() + b"\xff\xfe\n") + ["report", c.out]),
     Case("results-newer-major", "output", "`harness report` of a record from a newer major schema_version",
          "<tmp>/out/results.jsonl:2: a record of schema_version 2.0 (this harness reads 1.x and older); "
          "upgrade the harness to read it",

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from harness.config.keys import FAMILIES, PluginRef, RunConfig
 from harness.config.sentences import unknown_key, validation_error
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 SUITE_KEYS = ("name", "description", "plugins", "defaults", "matrix", "runs", "on_cpu", "export", "slurm")
 
@@ -102,6 +102,14 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
+        return _parse(path, text)
+    except RecursionError:  # an alias inside its own anchor (`a: &a [*a]`), or nesting past Python's stack
+        raise HarnessError(f"{path}: nested too deeply, or an alias refers to itself (`&a [*a]`): a suite is plain, "
+                           "finite data") from None
+
+
+def _parse(path: Path, text: str) -> tuple[Any, dict[str, int]]:
+    try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
     except yaml.MarkedYAMLError as exc:
@@ -117,6 +125,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         raise HarnessError(f"{path}:{line} malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: malformed YAML: {exc}") from None
+    except ValueError as exc:  # a value the constructor cannot build: an integer of more than 4300 digits
+        raise HarnessError(f"{path}: malformed YAML: {one_line(exc, 'first')}") from None
     return data, (_line_map(node) if node is not None else {})
 
 
@@ -193,7 +203,7 @@ def parse_set(items: Sequence[str], option: str = "--set", example: str = "max_l
             raise HarnessError(f"{option} {item}: expected key=value, e.g. {option} {example}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (or too deep, a huge integer): the text
             value = raw
         out[key.strip()] = value
     return out

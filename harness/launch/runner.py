@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 
 from harness.config.resolve import ResolvedRun
-from harness.errors import HarnessError
+from harness.errors import HarnessError, no_room
 from harness.launch import forkserver
 from harness.launch.executors import HERE, machine_cores, run_here
 from harness.launch.failures import exception_reason
@@ -259,6 +259,8 @@ def _train(run: ResolvedRun, out_dir: Path, progress: Progress, isolation: str) 
     except (HarnessError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a fault of this run: record it, go on with the suite
+        if no_room(exc):  # a full disk: the suite stops in one line (the next runs could not be written either)
+            raise no_room(exc) from None
         log = out_dir / "logs" / f"{run.run_id}.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text(traceback.format_exc(), encoding="utf-8")

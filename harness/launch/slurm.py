@@ -339,6 +339,26 @@ class Cluster:
             raise
 
 
+def refuse_beside_jobs(out_dir: Path) -> None:
+    """Before a ``harness run`` trains runs itself in ``out_dir``: a :class:`HarnessError` when
+    jobs of an earlier submission into it (``--no-wait``, or one whose ``harness run`` was
+    stopped) may still be queued or running, and so still writing there: the same runs would
+    train twice. A job SLURM cannot be asked about (no ``squeue`` here) counts as running."""
+    if not (out_dir / "slurm" / JOBS_FILE).is_file():
+        return
+    ledger, store = Ledger(out_dir), ResultsStore(out_dir)
+    active = [entry for run_id, entry in ledger.entries.items()
+              if not _recorded_since(store, run_id, entry.job_id, entry.submitted_at)
+              and (entry.job_id.isdigit() and _pid_alive(int(entry.job_id)) if entry.executor == "local" else
+                   _squeue_state(entry.job_id) in ACTIVE)]
+    if active:
+        ids = [e.job_id for e in active]
+        raise HarnessError(
+            f"--out {out_dir}: {len(ids)} {kind(active[0].executor)} job{'s' if len(ids) != 1 else ''} of an earlier "
+            f"submission may still be running and writing there ({_span(ids)}, in {ledger.path}); the same command "
+            "with --executor slurm waits for them and collects their records, or pick another --out")
+
+
 def _recorded_since(store: Any, run_id: str, job_id: str, since: str) -> bool:
     """Whether the store holds a record of the run from that job (or a later one)."""
     record = store.records.get(run_id)

@@ -62,7 +62,11 @@ class RunSpec(BaseModel):
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(), encoding="utf-8")
+        try:
+            tmp.write_text(self.model_dump_json(), encoding="utf-8")
+        except OSError as exc:  # a full disk fails at the close, which names no file: this one
+            exc.filename = exc.filename or str(path)
+            raise
         os.replace(tmp, path)
 
     @classmethod

@@ -31,7 +31,7 @@ from harness.base import Exporter
 from harness.config.keys import PluginRef
 from harness.config.sentences import validation_error
 from harness.config.suite import Suite, dotted
-from harness.errors import HarnessError, install_hint, one_line, unknown_name_message
+from harness.errors import HarnessError, install_hint, no_room, one_line, unknown_name_message
 from harness.records.store import RESULTS_FILE, OnStored
 from harness.records.summary import summarize
 
@@ -117,6 +117,8 @@ def notifier(pm: pluggy.PluginManager) -> OnStored | None:
             try:
                 caller(record=copy.deepcopy(record), out_dir=out_dir)
             except Exception as exc:  # noqa: BLE001 - an exporter never costs a record or the suite
+                if no_room(exc):  # ... but a full disk stops it: the next runs could not be written either
+                    raise no_room(exc) from None
                 log.warning(
                     f"warning: plugin '{name}' failed to export run {record.get('run_id')} ({HOOK}): "
                     f"{type(exc).__name__}: {one_line(exc)}; the record is in {out_dir / RESULTS_FILE}"

@@ -27,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, no_room
 from harness.records.store import write_atomically
 
 PREDICTIONS, STEPS = "predictions", "steps"
@@ -112,12 +113,15 @@ def write_side_files(
         })
     arrays["splits"] = np.asarray(names, dtype=str)
     arrays["run_id"] = np.asarray(run_id)
-    try:
-        _write(out_dir / relative(PREDICTIONS, run_id), arrays)
-        _write(out_dir / relative(STEPS, run_id), {"columns": np.asarray(STEP_COLUMNS), "steps": steps.table(),
-                                                   "run_id": np.asarray(run_id)})
-    except OSError as exc:
-        raise HarnessError(f"{out_dir}: cannot write the side files of run {run_id} ({exc.strerror or exc})") from None
+    for path, content in ((out_dir / relative(PREDICTIONS, run_id), arrays),
+                          (out_dir / relative(STEPS, run_id), {"columns": np.asarray(STEP_COLUMNS),
+                                                               "steps": steps.table(), "run_id": np.asarray(run_id)})):
+        try:
+            _write(path, content)
+        except OSError as exc:  # the run's record is not stored: its run trains again on resume
+            exc.filename = str(path)
+            raise no_room(exc) or HarnessError(
+                f"{path}: cannot write the side file of run {run_id} ({exc.strerror or exc})") from None
     return {PREDICTIONS: relative(PREDICTIONS, run_id), STEPS: relative(STEPS, run_id)}
 
 
@@ -137,7 +141,8 @@ def _load(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such side file (the record names it; was it moved or deleted?)") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation, zlib.error,
+            NotImplementedError, RuntimeError) as exc:  # a damaged archive: its data, its method, an "encrypted" flag
         raise HarnessError(f"{path}: not a side file of the harness ({type(exc).__name__}: {exc})") from None
 
 

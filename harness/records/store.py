@@ -17,16 +17,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from harness.data.read import read_lines
-from harness.errors import HarnessError
-from harness.records.record import RunRecord, version_problem
+from harness.errors import NO_ROOM, HarnessError, NoRoom, no_room
+from harness.records.record import RunRecord, now, version_problem
 
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".results.lock"
+#: held by the ``harness run`` that owns the directory, for the whole command (:func:`claim`)
+OWNER_FILE = ".run.lock"
 TMP_PREFIX = ".results-"
 #: statuses that count as finished: resume skips them (``--rerun`` forces them)
 FINISHED = ("ok", "diverged")
@@ -62,9 +65,23 @@ def prepare_out_dir(out: str | Path) -> Path:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a results file (a directory holding one, or the file itself).
 
-    A record of a newer major ``schema_version`` than this harness's, or one whose version
-    is not ``major.minor``, is an error naming its file and line: its fields may mean
-    something else now."""
+    A line that is not a run record (not UTF-8, not JSON, no ``run_id``: a crash mid-write,
+    an edit by hand) is an error naming its file and line; so is a record of a newer major
+    ``schema_version`` than this harness's, or one whose version is not ``major.minor``:
+    its fields may mean something else now. (``harness run`` sets bad lines aside instead:
+    :func:`repair`.)"""
+    path = results_path(path)
+    records = []
+    for line_no, _, record, problem in _lines(path):
+        problem = problem or version_problem(record.get("schema_version"))
+        if problem:
+            raise HarnessError(f"{path}:{line_no}: {problem}")
+        records.append(record)
+    return records
+
+
+def results_path(path: str | Path) -> Path:
+    """The results file of a results directory (or the file itself), which must exist."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"{path}: no such results directory or file")
@@ -72,19 +89,135 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         if not (path / RESULTS_FILE).is_file():
             raise HarnessError(f"{path}: no {RESULTS_FILE} in it (is it the --out of a `harness run`?)")
         path = path / RESULTS_FILE
-    records = []
-    for line_no, line in read_lines(path):
+    return path
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any], str | None]]:
+    """Each non-blank line of a results file: its number, its bytes, and its record, or
+    what makes it no run record. Lines end at ``\n``, ``\r\n`` or ``\r``, as for
+    :func:`harness.data.read.read_lines`; a BOM at the start is dropped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    for line_no, raw in enumerate(data.splitlines(keepends=True), start=1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
-        if not isinstance(record, dict) or "run_id" not in record:
-            raise HarnessError(f"{path}:{line_no}: not a run record (no run_id)")
-        problem = version_problem(record.get("schema_version"))
-        if problem:
-            raise HarnessError(f"{path}:{line_no}: {problem}")
-        records.append(record)
-    return records
+            text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield line_no, raw, {}, f"not valid UTF-8 ({exc.reason})"
+            continue
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield line_no, raw, {}, f"not a JSON record ({getattr(exc, 'msg', 'nested too deeply')})"
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("run_id"), str):
+            yield line_no, raw, {}, "not a run record (no run_id)"
+            continue
+        problem = shape_problem(record)
+        yield line_no, raw, record if problem is None else {}, problem and f"not a run record ({problem})"
+
+
+_NUMBER = (int, float)
+#: the fields of a record that the readers rely on, and the JSON types each may hold (absent is fine)
+SHAPE: dict[str, tuple[type, ...]] = {
+    "status": (str,), "error": (str, type(None)), "suite": (str, type(None)), "main_metric": (str, type(None)),
+    "config": (dict,), "env": (dict, type(None)), "parallel": (dict, type(None)), "data": (dict, type(None)),
+    "side_files": (dict, type(None)), "epochs": (list,), "metrics": (dict,), "test_metrics": (dict, type(None)),
+    "estimate": (dict, type(None)), "started_at": (str, type(None)), "finished_at": (str, type(None)),
+    "metrics_ci95": (dict, type(None)), "test_metrics_ci95": (dict, type(None)), "load": (dict, type(None)),
+    "model_info": (dict, type(None)), "target": (dict, type(None)),
+}
+#: fields that hold a number or null: the record's, and (required) each epoch's that every table sums or averages
+NUMBERS = ("compile_seconds", "warmup_seconds", "start_seconds", "train_samples_per_second", "train_steps_per_second",
+           "world_size")
+EPOCH_FIGURES = ("train_seconds", "real_tokens", "padded_tokens", "eval_seconds", "peak_memory_bytes")
+EPOCH_NUMBERS = ("train_flops", "train_loss")
+
+
+def shape_problem(record: dict[str, Any]) -> str | None:
+    """What in a record's fields is not the type a record holds there (hand-edited, or
+    damaged): one phrase naming the field; None when the readers can use it."""
+    for key, types in SHAPE.items():
+        if key in record and (not isinstance(record[key], types) or isinstance(record[key], bool) and bool not in types):
+            return f"{key}: {type(record[key]).__name__} where a record holds {' or '.join(_name(t) for t in types)}"
+    numbers = [(key, record.get(key)) for key in NUMBERS]
+    numbers += [(f"estimate.{k}", v) for k, v in (record.get("estimate") or {}).items() if k.endswith("seconds")]
+    numbers += [(f"{key}.{name}", value) for key in ("metrics", "test_metrics")
+                for name, value in (record.get(key) or {}).items()]
+    for key in ("metrics_ci95", "test_metrics_ci95"):
+        for name, interval in (record.get(key) or {}).items():
+            if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
+                return f"{key}.{name}: {type(interval).__name__} where a record holds an interval [low, high]"
+            numbers += [(f"{key}.{name}", v) for v in interval or []]
+    for i, epoch in enumerate(record.get("epochs") or []):
+        if not isinstance(epoch, dict):
+            return f"epochs[{i}]: {type(epoch).__name__} where a record holds an object"
+        for name in EPOCH_FIGURES:
+            if not _is_number(epoch.get(name)):
+                return f"epochs[{i}].{name}: {type(epoch.get(name)).__name__} where a record holds a number"
+        if not isinstance(epoch.get("metrics") or {}, dict):
+            return f"epochs[{i}].metrics: {type(epoch['metrics']).__name__} where a record holds an object"
+        numbers += [(f"epochs[{i}].{name}", epoch.get(name)) for name in EPOCH_NUMBERS]
+        numbers += [(f"epochs[{i}].metrics.{k}", v) for k, v in _mapping(epoch.get("metrics")).items()]
+    for where, value in numbers:
+        if value is not None and not _is_number(value):
+            return f"{where}: {type(value).__name__} where a record holds a number"
+    if not isinstance((record.get("env") or {}).get("device_name") or "", str):
+        return "env.device_name: not a string"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(kind: type) -> str:
+    return {str: "a string", dict: "an object", list: "a list", type(None): "null"}.get(kind, kind.__name__)
+
+
+def repair(out_dir: str | Path) -> str | None:
+    """Before a resume: the lines of ``<out>/results.jsonl`` that are no run record (a last
+    line cut short by a crash mid-write on a filesystem without atomic rename, garbage)
+    moved, byte for byte, to ``results.jsonl.corrupt-<UTC time>`` beside it, and the store
+    rewritten atomically with every valid record, as it was; what was done, in one line
+    (None: nothing to repair). The bad lines are written (and fsynced) before the store is
+    replaced, so a crash in between loses nothing. A record of a newer schema is no
+    corruption: it stays an error (:func:`read_records`)."""
+    out_dir = Path(out_dir)
+    path = out_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    with locked(out_dir):
+        lines = list(_lines(path))
+        bad = [(n, raw, problem) for n, raw, _, problem in lines if problem]
+        if not bad:
+            return None
+        for n, _, record, problem in lines:
+            if not problem and version_problem(record.get("schema_version")):
+                raise HarnessError(f"{path}:{n}: {version_problem(record.get('schema_version'))}")
+        aside = path.with_name(f"{RESULTS_FILE}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "+")
+        try:
+            write_atomically(aside, lambda f: f.writelines(raw for _, raw, _ in bad), TMP_PREFIX)
+            write_atomically(path, lambda f: f.writelines(
+                raw if raw.endswith((b"\n", b"\r")) else raw + b"\n" for _, raw, _, problem in lines if not problem
+            ), TMP_PREFIX)
+        except OSError as exc:
+            raise HarnessError(f"{path}: cannot set its bad lines aside ({exc.strerror or exc}); the file is as it "
+                               "was") from None
+    kept = len(lines) - len(bad)
+    first = bad[0]
+    return (f"{path}: {len(bad)} line{'s' if len(bad) != 1 else ''} that {'are' if len(bad) != 1 else 'is'} no "
+            f"run record (line {first[0]}: {first[2]}{', ...' if len(bad) > 1 else ''}) set aside in {aside}; the "
+            f"{kept} valid record{'s' if kept != 1 else ''} kept")
 
 
 def hold(path: Path, *, wait: bool = True) -> IO[str] | None:
@@ -104,6 +237,43 @@ def hold(path: Path, *, wait: bool = True) -> IO[str] | None:
             raise
         return None
     return f
+
+
+def claim(out_dir: str | Path, *, probe: bool = False) -> IO[str] | None:
+    """``<out>/.run.lock`` held (:func:`hold`, no wait) by the ``harness run`` that owns the
+    directory, for the whole command, and holding its pid, host and start time; the lock dies
+    with the process, so a ``kill -9`` leaves no stale owner. Another owner alive: a
+    :class:`HarnessError` naming it. ``probe``: only check (nothing created or written; None)."""
+    path = Path(out_dir) / OWNER_FILE
+    if probe and not path.is_file():
+        return None
+    owner = hold(path, wait=False)
+    if owner is None:
+        raise HarnessError(f"--out {out_dir}: another `harness run` owns this directory ({_owner(path)}); wait for it "
+                           f"to end (`flock {path} true` waits) or pick another --out")
+    if probe:
+        owner.close()
+        return None
+    try:
+        owner.truncate(0)
+        owner.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}) + "\n")
+        owner.flush()
+    except OSError as exc:
+        owner.close()
+        exc.filename = exc.filename or str(path)
+        raise no_room(exc) or HarnessError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    return owner
+
+
+def _owner(path: Path) -> str:
+    """Who holds ``<out>/.run.lock``, as its file says (it may not have written it yet)."""
+    for _ in range(50):
+        try:
+            who = json.loads(path.read_text(encoding="utf-8"))
+            return f"pid {who['pid']} on {who['host']}, since {who['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return "its pid not written yet"
 
 
 @contextlib.contextmanager
@@ -152,9 +322,10 @@ class ResultsStore:
         try:
             self._replace(records)
         except OSError as exc:  # disk full, directory gone or read-only: the old file is intact
-            raise HarnessError(
-                f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
-            ) from None
+            message = f"{self.path}: cannot write the results ({exc.strerror or exc}); the runs recorded before are intact"
+            if exc.errno in NO_ROOM:
+                raise NoRoom(f"{message}: make room (or pick another --out) and run the same command again") from None
+            raise HarnessError(message) from None
 
     def _replace(self, records: Iterable[dict[str, Any]]) -> None:
         def lines(f: IO[bytes]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.errors import HarnessError, install_hint
+from harness.errors import HarnessError, install_hint, no_room
 from harness.records.summary import column_label, find_key, flatten, main_metric, summarize, varied_keys
 from harness.stats.intervals import estimate
 
@@ -202,7 +202,7 @@ def save(fig: Any, path: str | Path) -> Path:
     try:
         fig.savefig(path, dpi=110)
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"--plot {path}: cannot write it ({exc})") from None
+        raise no_room(exc) or HarnessError(f"--plot {path}: cannot write it ({exc})") from None
     return path
 
 
