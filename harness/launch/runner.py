@@ -259,8 +259,9 @@ def _train(run: ResolvedRun, out_dir: Path, progress: Progress, isolation: str) 
     except (HarnessError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a fault of this run: record it, go on with the suite
-        if no_room(exc):  # a full disk: the suite stops in one line (the next runs could not be written either)
-            raise no_room(exc) from None
+        # a full disk: the suite stops in one line (the next runs could not be written either)
+        if (full := no_room(exc)) is not None:
+            raise full from None
         log = out_dir / "logs" / f"{run.run_id}.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text(traceback.format_exc(), encoding="utf-8")

@@ -117,8 +117,9 @@ def notifier(pm: pluggy.PluginManager) -> OnStored | None:
             try:
                 caller(record=copy.deepcopy(record), out_dir=out_dir)
             except Exception as exc:  # noqa: BLE001 - an exporter never costs a record or the suite
-                if no_room(exc):  # ... but a full disk stops it: the next runs could not be written either
-                    raise no_room(exc) from None
+                # ... but a full disk stops it: the next runs could not be written either
+                if (full := no_room(exc)) is not None:
+                    raise full from None
                 log.warning(
                     f"warning: plugin '{name}' failed to export run {record.get('run_id')} ({HOOK}): "
                     f"{type(exc).__name__}: {one_line(exc)}; the record is in {out_dir / RESULTS_FILE}"

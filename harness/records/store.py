@@ -200,8 +200,9 @@ def repair(out_dir: str | Path) -> str | None:
         if not bad:
             return None
         for n, _, record, problem in lines:
-            if not problem and version_problem(record.get("schema_version")):
-                raise HarnessError(f"{path}:{n}: {version_problem(record.get('schema_version'))}")
+            newer = None if problem else version_problem(record.get("schema_version"))
+            if newer:
+                raise HarnessError(f"{path}:{n}: {newer}")
         aside = path.with_name(f"{RESULTS_FILE}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
         while aside.exists():
             aside = aside.with_name(aside.name + "+")
