@@ -134,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a suite and print its expanded runs; runs nothing")
     _add_suite_args(validate)
+    _add_json_format(validate)
 
     plugins = sub.add_parser("plugins", help="list datasets, tokenizer strategies and heads, with their options")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
+    _add_json_format(plugins)
 
     analyze = sub.add_parser("analyze", help="token-length profile of a dataset: percentiles, histogram, MAX_LEN cost")
     analyze.add_argument("dataset", help="dataset name (see `harness plugins`)")
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a dataset option (YAML value): --option train=my.csv; repeatable")
     analyze.add_argument("--data-dir", default=None, help="data directory (default: $HARNESS_DATA_DIR, then the cache)")
     analyze.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_PATH")
+    _add_json_format(analyze)
 
     est = sub.add_parser("estimate", help="predict every run's epoch time, run time, memory (and cost) without "
                                           "training: from a calibration of this machine, probed when none fits")
@@ -159,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate_args(est)
     est.add_argument("--price", metavar="PER_HOUR", help="the machine's price per hour: adds the cost per epoch, run "
                                                          "and suite")
-    est.add_argument("--format", choices=("table", "md", "csv"), default="table")
-    est.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
+    est.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    est.add_argument("--output", metavar="FILE", help="write the md/csv/json text to FILE instead of stdout")
     est.add_argument("--plot", metavar="PNG", nargs="?", const="estimate.png",
                      help="draw the predicted epoch time against MAX_LEN (default file: estimate.png)")
 
@@ -177,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--epochs", action="store_true",
                      help="each run epoch by epoch (loss, the validation metrics after each, the test split's once) "
                      "instead of one row per configuration")
-    rep.add_argument("--format", choices=("table", "md", "csv"), default="table",
-                     help="table (default), md: markdown for a README or a PR, csv: plain numbers")
-    rep.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
+    rep.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
+                     help="table (default), md: markdown for a README or a PR, csv: plain numbers, json: one "
+                          "document (docs/schemas/report.schema.json)")
+    rep.add_argument("--output", metavar="FILE", help="write the md/csv/json text to FILE instead of stdout")
     rep.add_argument("--plot", metavar="PNG", nargs="?", const="",
                      help="also draw epoch time and the main metric against a swept key (with --x time: the score "
                           "against epoch time, the Pareto front marked); default file: plot.png (tradeoff.png) in "
@@ -205,8 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="significance level of the tests (Welch's with several seeds a side; the paired test of "
                           "the metric and the step-level test of time where the runs kept their side files; "
                           "default 0.05): a change past a threshold is a regression only when p < alpha")
-    cmp.add_argument("--format", choices=("table", "md", "csv"), default="table")
+    cmp.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
+                     help="json: one document with the environment's differences, the verdicts and the exit code "
+                          "(docs/schemas/compare.schema.json)")
     return parser
+
+
+def _add_json_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="json: one JSON document on stdout instead of the table (docs/results.md#json-output)")
 
 
 def _load(args: argparse.Namespace):
@@ -239,7 +250,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     suite, runs, _ = _load(args)
     if suite.slurm:
         settings(suite.slurm, suite.where, {})
-    print_runs(suite.name, [r.record_config() | {"run_id": r.run_id} for r in runs], suite.description)
+    configs = [r.record_config() | {"run_id": r.run_id} for r in runs]
+    if args.format == "json":
+        from harness.render.documents import print_document, validate_document
+
+        print_document(validate_document(suite.name, suite.description, configs))
+    else:
+        print_runs(suite.name, configs, suite.description)
     return ExitCode.OK
 
 
@@ -274,6 +291,7 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     repaired = repair(out)  # lines of the store that are no record (a crash mid-write) set aside, said
     if repaired:
         print_note(repaired)
+    _record_environment(args, out, suite, runs)
     done = 0 if args.rerun else sum(ResultsStore(out).finished(r.run_id) for r in runs)
     if done:
         print_note(
@@ -303,6 +321,18 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
         _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
+
+
+def _record_environment(args: argparse.Namespace, out: Path, suite, runs) -> None:
+    """``<out>/environment.json``, written by the first ``harness run`` into ``out``; a later
+    one whose environment differs says so in a line (the file is kept)."""
+    from harness.records.environment import collect, write_once
+
+    environment = collect(["harness", *getattr(args, "argv", sys.argv[1:])], suite.path,
+                          [{"run_id": r.run_id, "config": r.record_config()} for r in runs])
+    warning = write_once(out, environment)
+    if warning:
+        print_note(f"warning: {warning}")
 
 
 def _predictions(args: argparse.Namespace, runs, cluster) -> dict | None:
@@ -445,7 +475,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.x == "time" and args.group:
         raise HarnessError("--group shapes the lines of a sweep plot; --x time draws one point per configuration")
     if args.output and args.format == "table":
-        raise HarnessError("--output writes md or csv; add --format md or --format csv")
+        raise HarnessError("--output writes md, csv or json; add --format md, csv or json")
     records = read_records(args.dir)
     folder = folder_of(args.dir)
     title = table_title(records, folder.name)
@@ -453,6 +483,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _report_vs(args, records, folder, title)
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
+    elif args.format == "json":
+        from harness.render import documents
+
+        _emit_document(args, (documents.epochs_document if args.epochs else documents.report_document)(records, title))
     else:
         if args.epochs:
             header, cells = tables.epoch_cells(records)
@@ -513,12 +547,28 @@ def _emit(args: argparse.Namespace, header: list, cells: list, styles: list, rig
     if args.format == "table":
         tables.print_cells(header, cells, styles, title=title, right_from=right_from)
         return
+    if args.format == "json":
+        from harness.render.documents import cells_document
+
+        _emit_document(args, cells_document(args.command, title, header, cells))
+        return
     text = tables.markdown(header, cells, right_from) if args.format == "md" else tables.csv_text(header, cells)
     if getattr(args, "output", None):
         _write_text(Path(args.output), text)
         print_note(f"{args.format}: {args.output}")
     else:
         print_text(text)
+
+
+def _emit_document(args: argparse.Namespace, document: dict) -> None:
+    """``--format json``: the document alone on stdout, or in ``--output``."""
+    from harness.render.documents import dumps, print_document
+
+    if getattr(args, "output", None):
+        _write_text(Path(args.output), dumps(document))
+        print_note(f"json: {args.output}")
+    else:
+        print_document(document)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -543,25 +593,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise HarnessError(f"{where}: the results file holds no runs")
     comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric,
                        alpha=alpha, folders=(folder_of(args.base), folder_of(args.new)))
+    code, reason = cmp.outcome(comp)
+    if args.format == "json":
+        from harness.render.documents import compare_document, print_document
+
+        print_document(compare_document(comp, str(args.base), str(args.new)))
+        return code
+    for line in cmp.environment_notes(comp):  # before the verdicts: what may explain them
+        print_note(line)
     header, cells, styles, right_from = tables.compare_cells(comp)
     _emit(args, header, cells, styles, right_from, f"{args.base} -> {args.new}")
     for line in cmp.notes(comp):
         print_note(line)
-    if comp.failed:
-        for p in comp.failed:
-            print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
-        return ExitCode.RUN_FAILED
-    noun = "run" if all(len(p.base) == 1 and len(p.new) == 1 for p in comp.matched) else "configuration"
-    count = len(comp.matched)
-    print_note(f"{count} matched {noun}{'s' if count != 1 else ''} within the thresholds")
-    return ExitCode.OK
+    for p in comp.failed:
+        print_error(f"{cmp.run_label(p, comp.keys)}: {'; '.join(p.problems)}")
+    if not comp.failed:
+        print_note(reason)
+    return code
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.registry import load_registry  # lazy: it imports the plugins (torch)
     from harness.render.listings import print_plugins  # lazy: it imports the plugin bases (torch)
 
-    print_plugins(load_registry(args.plugins, base_dir=Path.cwd()))
+    registry = load_registry(args.plugins, base_dir=Path.cwd())
+    if args.format == "json":
+        from harness.render.documents import plugins_document, print_document
+
+        print_document(plugins_document(registry))
+    else:
+        print_plugins(registry)
     return ExitCode.OK
 
 
@@ -589,7 +650,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, subset=args.subset, seed=args.seed, data_dir=args.data_dir, plugins=plugins,
         strategies=args.strategies,
     )
-    print_analysis(result)
+    if args.format == "json":
+        from harness.render.documents import analysis_document, print_document
+
+        print_document(analysis_document(result))
+    else:
+        print_analysis(result)
     return ExitCode.OK
 
 
@@ -606,7 +672,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from harness.render import estimates
 
     if args.output and args.format == "table":
-        raise HarnessError("--output writes md or csv; add --format md or --format csv")
+        raise HarnessError("--output writes md, csv or json; add --format md, csv or json")
     price = None
     if args.price is not None:
         try:
@@ -618,7 +684,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     suite, runs, _ = _load(args)
     result = _estimate(args, runs)
     title = f"{suite.name}: predicted ({len(runs)} run{'s' if len(runs) != 1 else ''})"
-    if args.format == "csv":
+    if args.format == "json":
+        from harness.render.documents import estimate_document
+
+        _emit_document(args, estimate_document(suite.name, *estimates.estimate_values(result, price),
+                                               result.total_seconds, estimates.estimate_notes(result, price)))
+    elif args.format == "csv":
         header, cells = estimates.estimate_csv(result, price)
         _emit(args, header, cells, [], 0, title)
     else:
@@ -676,6 +747,7 @@ def _show_log_notes() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _show_log_notes()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # environment.json's command line
     try:
         return int(COMMANDS[args.command](args))
     except HarnessError as exc:

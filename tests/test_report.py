@@ -132,7 +132,7 @@ def test_nothing_numeric_swept_means_no_plot(cli, tmp_path):
         (["{tmp}/missing"], "missing: no such results directory or file"),
         (["{tmp}"], "no results.jsonl in it"),
         (["{tmp}/r", "--x", "max_len"], "--x and --group shape the plot; add --plot"),
-        (["{tmp}/r", "--output", "{tmp}/t.md"], "--output writes md or csv"),
+        (["{tmp}/r", "--output", "{tmp}/t.md"], "--output writes md, csv or json"),
         (["{tmp}/r", "--format", "md", "--output", "{tmp}/no/such/dir/t.md"], "cannot write it"),
         (["{tmp}/bad"], "bad/results.jsonl:2: not a JSON record"),
     ],

@@ -191,3 +191,67 @@ def _nvidia_driver() -> str | None:
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
+
+
+#: the CPU flags that change what a run costs: vector widths, and bf16 / AMX in hardware
+PERFORMANCE_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                     "amx_bf16", "amx_tile", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_details() -> dict[str, object]:
+    """The CPU of ``environment.json``: its model, how many cores, and which of
+    :data:`PERFORMANCE_FLAGS` it has (``/proc/cpuinfo``)."""
+    flags = cpu_flags()
+    return {"model": _cpu_name(), "count": os.cpu_count(), "flags": [f for f in PERFORMANCE_FLAGS if f in flags]}
+
+
+def torch_build() -> dict[str, object]:
+    """The torch of ``environment.json``: its version, and what it was built for (CUDA, ROCm or CPU)."""
+    build = "cuda" if torch.version.cuda else "rocm" if getattr(torch.version, "hip", None) else "cpu"
+    return {"version": torch.__version__, "build": build, "cuda": torch.version.cuda,
+            "hip": getattr(torch.version, "hip", None), "git": getattr(torch.version, "git_version", None),
+            "debug": bool(getattr(torch.version, "debug", False)),
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "mkldnn": torch.backends.mkldnn.is_available(), "threads": torch.get_num_threads()}
+
+
+def gpu_details() -> list[dict[str, object]] | None:
+    """Each GPU's name, clocks, power limit and MIG mode through NVML (``nvidia-ml-py``);
+    None where it is not installed or no NVIDIA driver answers."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - NVMLError_*: no driver, no GPU
+        return None
+    try:
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out.append({
+                "name": _nvml(pynvml.nvmlDeviceGetName, handle),
+                "sm_clock_mhz": _nvml(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM),
+                "max_sm_clock_mhz": _nvml(pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_SM),
+                "memory_clock_mhz": _nvml(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_MEM),
+                "power_limit_w": (lambda mw: None if mw is None else mw / 1000)(
+                    _nvml(pynvml.nvmlDeviceGetPowerManagementLimit, handle)),
+                "mig_mode": (lambda m: None if m is None else bool(m[0]))(_nvml(pynvml.nvmlDeviceGetMigMode, handle)),
+                "driver": _nvml(pynvml.nvmlSystemGetDriverVersion),
+            })
+        return out
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - nothing to do about a failed shutdown
+            pass
+
+
+def _nvml(read, *args):
+    """One NVML reading, None where the GPU does not report it (NVMLError_NotSupported ...)."""
+    try:
+        value = read(*args)
+    except Exception:  # noqa: BLE001 - NVMLError_*
+        return None
+    return value.decode() if isinstance(value, bytes) else value

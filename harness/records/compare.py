@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.errors import HarnessError
+from harness.errors import ExitCode, HarnessError
+from harness.records.environment import RECORD_ENTRIES, difference_notes
+from harness.records.environment import differences as env_differences
+from harness.records.environment import side as env_side
 from harness.records.sidefiles import record_steps
 from harness.records.summary import ALWAYS_SHOWN, column_label, config_group, flatten, main_metric, summarize, varied_keys
 from harness.records.versus import ok_runs, paired
@@ -40,6 +43,8 @@ from harness.stats.paired import PairedDifference, StepRatio, step_ratio
 
 #: environment fields worth a warning when they differ between BASE and NEW
 ENV_KEYS = ("device_name", "model_revision", "torch", "transformers", "cuda", "python", "harness_version", "harness_git_sha")
+#: those no environment file holds (each run's device and starting weights)
+RECORD_ONLY = ("device_name", "model_revision")
 
 
 def parse_slowdown(text: str, option: str = "--max-slowdown") -> float:
@@ -167,6 +172,10 @@ class Comparison:
     max_slowdown: float | None
     max_metric_drop: float | None
     alpha: float = 0.05
+    #: ``(entry, BASE, NEW)``: the environment entries that differ (:mod:`harness.records.environment`)
+    environment: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: whether each side's entries come from its environment file (else its records' ``env``)
+    environment_files: tuple[bool, bool] = (False, False)
 
     @property
     def failed(self) -> list[Pair]:
@@ -240,7 +249,14 @@ def compare(
     keys = varied_keys(everything, exclude=("seed",) if seeds_grouped else ())
     if not keys:  # one configuration: still say what it is
         keys = [k for k in ALWAYS_SHOWN if k in pairs[0].config]
-    return Comparison(keys, pairs, _env_diff(base, new), max_slowdown, max_metric_drop, alpha)
+    comp = Comparison(keys, pairs, _env_diff(base, new), max_slowdown, max_metric_drop, alpha)
+    if folders is not None:
+        (base_env, base_file), (new_env, new_file) = env_side(folders[0], base), env_side(folders[1], new)
+        comp.environment = env_differences(base_env, new_env, both_files=base_file and new_file)
+        comp.environment_files = (base_file, new_file)
+        if base_file and new_file:  # the files hold the versions: the records' env adds the device and weights
+            comp.env_diff = {k: v for k, v in comp.env_diff.items() if k in RECORD_ONLY}
+    return comp
 
 
 def _side_tests(pair: Pair, base_dir: Path, new_dir: Path) -> None:
@@ -317,6 +333,24 @@ def _env_diff(base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> 
     return out
 
 
+def verdict(pair: Pair) -> str:
+    """A configuration's verdict in a word or two: ``regression``, ``within the noise``, ``ok``,
+    ``only in BASE`` / ``only in NEW``."""
+    if pair.side != "both":
+        return f"only in {pair.side}"
+    return "regression" if pair.problems else "within the noise" if pair.within_noise else "ok"
+
+
+def outcome(comp: Comparison) -> tuple[int, str]:
+    """The exit code of ``harness compare`` and why: 1 on a regression, else 0."""
+    if comp.failed:
+        n = len(comp.failed)
+        return int(ExitCode.RUN_FAILED), f"{n} configuration{'s' if n != 1 else ''} regressed"
+    noun = "run" if all(len(p.base) == 1 and len(p.new) == 1 for p in comp.matched) else "configuration"
+    count = len(comp.matched)
+    return int(ExitCode.OK), f"{count} matched {noun}{'s' if count != 1 else ''} within the thresholds"
+
+
 def run_label(pair: Pair, keys: Sequence[str]) -> str:
     """``3f2a9c1e0b7d (strategy=fixed max_len=64)``: how a message names a configuration
     (its run ids, one per seed and side)."""
@@ -325,10 +359,24 @@ def run_label(pair: Pair, keys: Sequence[str]) -> str:
     return f"{ids} ({desc})" if desc else ids
 
 
+def record_env_diff(comp: Comparison) -> dict[str, tuple[Any, Any]]:
+    """The records' ``env`` differences that the environment entries do not already name."""
+    named = {e for e, _, _ in comp.environment}
+    return {k: v for k, v in comp.env_diff.items() if RECORD_ENTRIES.get(k) not in named}
+
+
+def environment_notes(comp: Comparison) -> list[str]:
+    """What ``harness compare`` says before its verdicts: the environment entries that differ
+    between the sides (their environment files', else their records' ``env``)."""
+    out = difference_notes(comp.environment)
+    return out + [f"note: {key} differs: BASE {b or '?'}, NEW {n or '?'}" for key, (b, n) in record_env_diff(comp).items()]
+
+
 def notes(comp: Comparison) -> list[str]:
-    """What a reader of ``harness compare`` must know besides the table: the environment,
-    one-sided runs, busy runs, changes within the noise, and whether noise was judged."""
-    out = [f"note: {key} differs: BASE {b or '?'}, NEW {n or '?'}" for key, (b, n) in comp.env_diff.items()]
+    """What a reader of ``harness compare`` must know besides the table (the environment comes
+    first: :func:`environment_notes`): one-sided runs, busy runs, changes within the noise,
+    and whether noise was judged."""
+    out: list[str] = []
     one_sided = [p for p in comp.pairs if p.side != "both"]
     if one_sided:
         count = sum(len(p.base) + len(p.new) for p in one_sided)

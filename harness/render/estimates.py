@@ -61,7 +61,14 @@ def estimate_cells(suite: Any, price: float | None = None) -> tuple[list[str], l
 
 
 def estimate_csv(suite: Any, price: float | None = None) -> tuple[list[str], list[list[Any]]]:
-    """Plain numbers: seconds, bytes, fractions; each interval as ``_low``/``_high``."""
+    """Plain numbers: seconds, bytes, fractions; each interval as ``_low``/``_high``; empty
+    where :func:`estimate_values` has None."""
+    header, lines = estimate_values(suite, price)
+    return header, [["" if v is None else v for v in line] for line in lines]
+
+
+def estimate_values(suite: Any, price: float | None = None) -> tuple[list[str], list[list[Any]]]:
+    """The csv's and the JSON document's columns and values (None: not predicted)."""
     keys = _keys(suite.runs)
     header = [column_label(k) for k in keys] + [
         "run_id", "epoch_seconds", "epoch_seconds_low", "epoch_seconds_high", "train_seconds", "eval_seconds",
@@ -79,7 +86,7 @@ def estimate_csv(suite: Any, price: float | None = None) -> tuple[list[str], lis
         ]
         if price is not None:
             line += [e.epoch_seconds[0] / 3600 * price, e.run_seconds / 3600 * price]
-        lines.append(["" if v is None else v for v in line])
+        lines.append(line)
     return header, lines
 
 

@@ -35,42 +35,65 @@ def print_runs(suite_name: str, configs: Sequence[dict[str, Any]], description: 
     consoles.out.print(table)
 
 
+#: the plugin families' table titles; the exporters' table comes last
+FAMILY_TITLES = {"dataset": "datasets", "strategy": "tokenizer strategies", "head": "heads"}
+EXPORTERS = "exporters"
+
+
+def plugin_rows(registry: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each family's plugins (datasets, strategies, heads, then the exporters): name, where
+    from (source, plugin module), options (name, type, default), description, a dataset's
+    metrics, an exporter's extra and the modules of it that are missing."""
+    out: dict[str, list[dict[str, Any]]] = {}
+
+    def options(cls: type) -> list[dict[str, Any]]:
+        return [{"name": n, "type": str(t), "default": d} for n, t, d, _ in iter_option_fields(cls.Options)]
+
+    for family, entries in registry.entries.items():
+        found = out.setdefault(family, [])
+        for name in sorted(entries):
+            entry = entries[name]
+            row = {"name": name, "source": entry.source, "plugin": entry.plugin, "options": options(entry.cls),
+                   "description": entry.cls.description or ""}
+            if family == "dataset":
+                row["metrics"] = list(getattr(entry.cls, "metrics", ()))
+            found.append(row)
+    found = out.setdefault(EXPORTERS, [])
+    modules = {getattr(module, "__name__", None): name for name, module in registry.pm.list_name_plugin()}
+    for name, cls in sorted(available(registry.pm).items()):
+        plugin = modules.get(cls.__module__, cls.__module__)
+        row = {"name": name, "source": registry.sources.get(plugin, "plugin"), "plugin": plugin,
+               "options": options(cls), "description": cls.description}
+        if cls.extra:
+            row["extra"] = install_hint(cls.extra)
+            row["missing"] = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        found.append(row)
+    return out
+
+
 def print_plugins(registry: Any) -> None:
     """A table per family (datasets, strategies, heads), then the exporters that
     ``--export NAME`` or a suite's ``export:`` list switch on: name, where from, options,
     description (a dataset's metrics; an exporter's extra, and whether it is installed)."""
-    def options(cls: type) -> str:
-        return "\n".join(f"{n}: {t} = {d!r}" for n, t, d, _ in iter_option_fields(cls.Options)) or "—"
-
-    titles = {"dataset": "datasets", "strategy": "tokenizer strategies", "head": "heads"}
-    tables: dict[str, list[tuple[str, ...]]] = {}
-    for family, entries in registry.entries.items():
-        rows = tables.setdefault(titles.get(family, family), [])
-        for name in sorted(entries):
-            entry = entries[name]
-            extra = ""
-            if family == "dataset":
-                extra = f" metrics: {', '.join(getattr(entry.cls, 'metrics', ()))}"
-            rows.append((name, f"{entry.source}\n({entry.plugin})", options(entry.cls), (entry.cls.description or "") + extra))
-    rows = tables.setdefault("exporters (--export NAME, or the suite's export: list)", [])
-    modules = {getattr(module, "__name__", None): name for name, module in registry.pm.list_name_plugin()}
-    for name, cls in sorted(available(registry.pm).items()):
-        plugin = modules.get(cls.__module__, cls.__module__)
-        extra = ""
-        if cls.extra:
-            missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
-            state = f"not installed: {', '.join(missing)}" if missing else "installed"
-            extra = f"\nextra: {install_hint(cls.extra)} ({state})"
-        rows.append((name, f"{registry.sources.get(plugin, 'plugin')}\n({plugin})", options(cls), cls.description + extra))
-    for title, rows in tables.items():
+    for family, found in plugin_rows(registry).items():
+        title = ("exporters (--export NAME, or the suite's export: list)" if family == EXPORTERS
+                 else FAMILY_TITLES.get(family, family))
         table = Table(title=title, header_style="bold", show_lines=True)
         table.add_column("name", style="bold")
         table.add_column("from")
         table.add_column("options")
         table.add_column("description")
-        for row in rows:
-            table.add_row(*map(plain, row))
+        for row in found:
+            options = "\n".join(f"{o['name']}: {o['type']} = {o['default']!r}" for o in row["options"]) or "—"
+            description = row["description"]
+            if "metrics" in row:
+                description += f" metrics: {', '.join(row['metrics'])}"
+            if "extra" in row:
+                state = f"not installed: {', '.join(row['missing'])}" if row["missing"] else "installed"
+                description += f"\nextra: {row['extra']} ({state})"
+            table.add_row(*map(plain, (row["name"], f"{row['source']}\n({row['plugin']})", options, description)))
         consoles.out.print(table)
+
 
 
 # --------------------------------------------------------------------------- analyze
