@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="run again the runs already recorded in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-plot", action="store_true", help="do not write <out>/plot.png")
+    run.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page of the results (docs/report.md)")
     run.add_argument("--epochs", action="store_true",
                      help="after the table, each run epoch by epoch: loss and validation metrics (and the test split's)")
     run.add_argument(
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "instead of one row per configuration")
     rep.add_argument("--format", choices=("table", "md", "csv"), default="table",
                      help="table (default), md: markdown for a README or a PR, csv: plain numbers")
+    rep.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: the sortable table, the plots, each run's curves, the environment, the failures (docs/report.md)")
     rep.add_argument("--output", metavar="FILE", help="write the md/csv text to FILE instead of stdout")
     rep.add_argument("--plot", metavar="PNG", nargs="?", const="",
                      help="also draw epoch time and the main metric against a swept key (with --x time: the score "
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "the metric and the step-level test of time where the runs kept their side files; "
                           "default 0.05): a change past a threshold is a regression only when p < alpha")
     cmp.add_argument("--format", choices=("table", "md", "csv"), default="table")
+    cmp.add_argument("--html", metavar="FILE", help="also write the comparison as one self-contained HTML page (docs/report.md)")
     return parser
 
 
@@ -254,6 +257,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
+    if args.html:
+        from harness.render.html import check_html_path  # lazy: the HTML page's module, where one is asked
+
+        check_html_path(args.html)
     warnings, busy = preflight(runs, here=cluster is None or cluster.kind == "local")
     for warning in warnings:
         print_note(warning)
@@ -284,6 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.epochs:
         print_epochs(records, title=suite.name)
     print_note(f"results: {out / 'results.jsonl'}")
+    if args.html:
+        _write_html(args.html, lambda html: html.report_page(records, suite.name))
     if not args.no_plot:
         _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
@@ -433,6 +442,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     title = table_title(records, folder.name)
     if args.vs is not None:
         return _report_vs(args, records, folder, title)
+    if args.html:
+        _write_html(args.html, lambda html: html.report_page(records, title))
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     else:
@@ -503,6 +514,14 @@ def _emit(args: argparse.Namespace, header: list, cells: list, styles: list, rig
         print_text(text)
 
 
+def _write_html(path: str, page) -> None:
+    """``--html FILE``: the page ``page(harness.render.html)`` makes, written whole or not at all."""
+    from harness.render import html  # lazy: jinja2 and matplotlib, where a page is made
+
+    html.check_html_path(path)
+    print_note(f"html: {html.write_html(path, page(html))}")
+
+
 def _write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -527,6 +546,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        alpha=alpha, folders=(folder_of(args.base), folder_of(args.new)))
     header, cells, styles, right_from = tables.compare_cells(comp)
     _emit(args, header, cells, styles, right_from, f"{args.base} -> {args.new}")
+    if args.html:
+        _write_html(args.html, lambda html: html.compare_page(comp, f"{args.base} -> {args.new}"))
     for line in cmp.notes(comp):
         print_note(line)
     if comp.failed:
