@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="run again the runs already recorded in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-plot", action="store_true", help="do not write <out>/plot.png")
+    run.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page of the results (docs/report.md)")
     run.add_argument("--epochs", action="store_true",
                      help="after the table, each run epoch by epoch: loss and validation metrics (and the test split's)")
     run.add_argument(
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                      help="table (default), md: markdown for a README or a PR, csv: plain numbers, json: one "
                           "document (docs/schemas/report.schema.json)")
+    rep.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: the sortable table, the plots, each run's curves, the environment, the failures (docs/report.md)")
     rep.add_argument("--output", metavar="FILE", help="write the md/csv/json text to FILE instead of stdout")
     rep.add_argument("--plot", metavar="PNG", nargs="?", const="",
                      help="also draw epoch time and the main metric against a swept key (with --x time: the score "
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                      help="json: one document with the environment's differences, the verdicts and the exit code "
                           "(docs/schemas/compare.schema.json)")
+    cmp.add_argument("--html", metavar="FILE", help="also write the comparison as one self-contained HTML page (docs/report.md)")
     return parser
 
 
@@ -277,6 +280,10 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     cluster = _cluster(args, suite, runs)
     # nothing is written before every run has been checked: a failed start leaves no folder
     out = check_out_dir(args.out or Path(DEFAULT_OUT_ROOT) / suite.name)
+    if args.html:
+        from harness.render.html import check_html_path  # lazy: the HTML page's module, where one is asked
+
+        check_html_path(args.html)
     claim(out, probe=True)  # another harness run writes there: said at once, before the checks
     if cluster is None:  # the runs train here: not beside the jobs of a submission still writing there
         from harness.launch.slurm import refuse_beside_jobs
@@ -317,6 +324,8 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     if args.epochs:
         print_epochs(records, title=suite.name)
     print_note(f"results: {out / 'results.jsonl'}")
+    if args.html:
+        _write_html(args.html, lambda html: html.report_page(records, suite.name))
     if not args.no_plot:
         _plot_after_run(records, out / "plot.png", suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
@@ -481,6 +490,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     title = table_title(records, folder.name)
     if args.vs is not None:
         return _report_vs(args, records, folder, title)
+    if args.html:
+        _write_html(args.html, lambda html: html.report_page(records, title))
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     elif args.format == "json":
@@ -571,6 +582,14 @@ def _emit_document(args: argparse.Namespace, document: dict) -> None:
         print_document(document)
 
 
+def _write_html(path: str, page) -> None:
+    """``--html FILE``: the page ``page(harness.render.html)`` makes, written whole or not at all."""
+    from harness.render import html  # lazy: jinja2 and matplotlib, where a page is made
+
+    html.check_html_path(path)
+    print_note(f"html: {html.write_html(path, page(html))}")
+
+
 def _write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -594,6 +613,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comp = cmp.compare(base, new, max_slowdown=max_slowdown, max_metric_drop=max_drop, metric=args.metric,
                        alpha=alpha, folders=(folder_of(args.base), folder_of(args.new)))
     code, reason = cmp.outcome(comp)
+    if args.html:
+        _write_html(args.html, lambda html: html.compare_page(comp, f"{args.base} -> {args.new}"))
     if args.format == "json":
         from harness.render.documents import compare_document, print_document
 

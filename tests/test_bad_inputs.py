@@ -735,6 +735,15 @@ CASES: list[Case] = [
          "may use: a smaller batch_size or max_len, or another --memory-limit",
          lambda c: [*_calibrated(c), "run", c.suite_path, *tiny(), "--estimate", "--memory-limit", "1MB",
                     "--calibration", c.tmp / "cal.json", "--no-probe"]),
+    Case("html-folder-missing", "output", "`harness report --html` into a folder that does not exist",
+         "--html <tmp>/nope/report.html: its folder <tmp>/nope does not exist",
+         lambda c: ["report", side_results(c, "base"), "--html", c.tmp / "nope" / "report.html"]),
+    Case("html-is-folder", "output", "`harness compare --html` given a folder, not a file",
+         "--html <tmp>/pages: is a folder; give a file name, e.g. <tmp>/pages/report.html",
+         lambda c: ["compare", side_results(c, "base"), side_results(c, "new"), "--html", c.dir("pages")]),
+    Case("run-html-folder-missing", "output", "`harness run --html` into a missing folder: refused before any run",
+         "--html <tmp>/nope/r.html: its folder <tmp>/nope does not exist",
+         lambda c: ["run", c.suite("name: bad\n"), *tiny(), "--html", c.tmp / "nope" / "r.html"]),
 ]
 
 

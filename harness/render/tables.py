@@ -100,12 +100,12 @@ def _bytes(n: int | None) -> str:
 
 def table_cells(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, text cells and statuses: what the rich, markdown and csv tables share."""
-    header, cells, statuses, _ = _table(records)
+    header, cells, statuses, _ = table_parts(records)
     return header, cells, statuses
 
 
-def _table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str], str | None]:
-    """:func:`table_cells`, and the legend of its intervals and flags."""
+def table_parts(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str], str | None]:
+    """:func:`table_cells`, and the legend of its intervals and flags (the rich and HTML tables)."""
     table = rows(records)
     metric_names = table.metric_fields
     show_pareto = table.pareto_metric is not None
@@ -173,7 +173,7 @@ def print_epochs(records: Sequence[dict[str, Any]], title: str | None = None) ->
 
 
 def results_table(records: Sequence[dict[str, Any]], title: str | None = None) -> Table:
-    header, cells, statuses, legend = _table(records)
+    header, cells, statuses, legend = table_parts(records)
     caption = escape(legend) if legend else None  # text, not markup: "[lo, hi]"
     table = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
     numeric_from = header.index("epoch s")
