@@ -272,9 +272,7 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
     from harness.launch.runner import preflight, run_suite  # lazy: the loop and torch
     from harness.records.export import notifier  # lazy: it imports the plugin bases (torch)
     from harness.records.store import ResultsStore, check_out_dir, claim, prepare_out_dir, repair
-    from harness.records.summary import table_title
     from harness.render.progress import RichProgress
-    from harness.render.tables import print_epochs, print_table
 
     suite, runs, pm = _load(args)
     cluster = _cluster(args, suite, runs)
@@ -320,16 +318,25 @@ def _run(args: argparse.Namespace, owned: contextlib.ExitStack) -> int:
         print_note(f"submitted; each job stores its record in {out / 'results.jsonl'} as it ends "
                    f"(`harness report {out}` shows them; the same command again reruns what failed)")
         return ExitCode.OK
-    print_table(records, title=table_title(records, suite.name))
-    if args.epochs:
-        print_epochs(records, title=suite.name)
-    print_note(f"results: {out / 'results.jsonl'}")
-    if args.html:
-        _write_html(args.html, lambda html: html.report_page(records, suite.name))
-    if not args.no_plot:
-        _plot_after_run(records, out / "plot.png", suite.name)
+    _show_results(args, records, out, suite.name)
     bad = [r for r in records if r.get("status") != "ok"]
     return ExitCode.RUN_FAILED if bad else ExitCode.OK
+
+
+def _show_results(args: argparse.Namespace, records: list[dict], out: Path, name: str) -> None:
+    """After the runs: the table (and ``--epochs``), where the results are, ``--html``'s page, the plot."""
+    from harness.records.summary import table_title
+    from harness.render.tables import print_epochs, print_table
+
+    title = table_title(records, name)
+    print_table(records, title=title)
+    if args.epochs:
+        print_epochs(records, title=name)
+    print_note(f"results: {out / 'results.jsonl'}")
+    if args.html:
+        _write_html(args.html, lambda html: html.report_page(records, title, out))
+    if not args.no_plot:
+        _plot_after_run(records, out / "plot.png", name)
 
 
 def _record_environment(args: argparse.Namespace, out: Path, suite, runs) -> None:
@@ -491,7 +498,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.vs is not None:
         return _report_vs(args, records, folder, title)
     if args.html:
-        _write_html(args.html, lambda html: html.report_page(records, title))
+        _write_html(args.html, lambda html: html.report_page(records, title, folder))
     if args.format == "table":
         (tables.print_epochs if args.epochs else tables.print_table)(records, title=title)
     elif args.format == "json":

@@ -92,6 +92,18 @@ def _no_space(*args: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def _no_space_once(written: Path):
+    """``os.fsync`` of a disk that fills up once ``written`` is there."""
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if written.exists():
+            _no_space()
+        fsync(fd)
+
+    return full
+
+
 def versioned_record(version: str) -> str:
     """A results line written by a harness of record format ``version``."""
     return json.dumps({"run_id": "later", "status": "ok", "schema_version": version, "config": {}, "epochs": []}) + "\n"
@@ -660,6 +672,12 @@ CASES: list[Case] = [
     Case("out-disk-full", "output", "the disk of --out fills up (or its quota, or it is read-only) while a run "
          "writes its files: the run is not stored, the earlier records are intact, the same command resumes",
          "<tmp>/out/predictions/<id>.npz: cannot write it (No space left on device); what was stored before is "
+         "intact: make room (or pick another --out) and run the same command again",
+         lambda c: c.monkeypatch.setattr("os.fsync", _no_space_once(c.tmp / "out" / "environment.json")) or [
+                    "run", c.suite("name: bad\n"), *tiny(), "--isolation", "none"]),
+    Case("environment-disk-full", "output", "the disk of --out is full when the first `harness run` into it "
+         "writes the environment file: nothing trained, the same command starts once there is room",
+         "<tmp>/out/environment.json: cannot write it (No space left on device); what was stored before is "
          "intact: make room (or pick another --out) and run the same command again",
          lambda c: c.monkeypatch.setattr("os.fsync", _no_space) or [
                     "run", c.suite("name: bad\n"), *tiny(), "--isolation", "none"]),

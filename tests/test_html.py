@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.records import record, write_results
+from helpers import REPO, tiny_sets
+from records import record, write_results
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -130,3 +131,40 @@ def test_the_page_in_headless_chromium(cli, tmp_path):
     colours, dark = _share_not_white(seen["png"])
     assert colours > 2 and dark > 0.02
 
+
+
+def test_the_main_suites_page_from_harness_run_in_headless_chromium(cli, tmp_path):
+    """``harness run suites/max_len.yaml --html``: the nine runs of the main suite (a tiny model,
+    a few sentences), the page `harness run` writes, with its environment file, in Chromium."""
+    page = tmp_path / "max_len.html"
+    code, _, err = cli("run", REPO / "suites" / "max_len.yaml", "--out", tmp_path / "out", "--no-progress",
+                       "--no-plot", "--html", page, *tiny_sets(max_len=None))
+    assert code == 0, err
+    text = page.read_text(encoding="utf-8")
+    assert text.count("<tr") == 1 + 9
+    environment = json.loads((tmp_path / "out" / "environment.json").read_text(encoding="utf-8"))
+    assert "from environment.json" in text and html.escape(environment["suite"]["sha256"]) in text
+    assert f"{len(environment['packages'])} installed packages" in text and "<dt>torch</dt>" in text
+    assert "<dt>cpu.flags</dt>" in text
+    seen = open_page(page, screenshot=tmp_path / "max_len.png")
+    assert [e for e in seen["console"] if e["level"] in ("SEVERE", "WARNING")] == []
+    uri = page.resolve().as_uri()
+    assert seen["requests"] and all(u == uri or u.startswith("data:") for u in seen["requests"]), seen["requests"]
+    assert seen["rows"] == 9
+    up, down = [float(t) for t in seen["up"]], [float(t) for t in seen["down"]]
+    assert up == sorted(up) and down == sorted(up, reverse=True) and sorted(seen["before"]) == sorted(seen["up"])
+    colours, dark = _share_not_white(seen["png"])
+    assert colours > 2 and dark > 0.02
+
+
+def test_the_compare_page_names_the_environments_differences_first(cli, tmp_path, monkeypatch):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: env\ndefaults: {dataset: cola}\n", encoding="utf-8")
+    for side, threads in (("a", "2"), ("b", "1")):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        code, _, err = cli("run", suite, "--out", tmp_path / side, "--no-progress", "--no-plot", *tiny_sets())
+        assert code == 0, err
+    code, _, err = cli("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "cmp.html")
+    page = html.unescape((tmp_path / "cmp.html").read_text(encoding="utf-8"))
+    notes = re.findall(r'<p class="note">(.*?)</p>', page)
+    assert notes[0] == "note: environment differs: OMP_NUM_THREADS: BASE 2, NEW 1", notes

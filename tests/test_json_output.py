@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from harness.records.environment import variables
-from helpers import tiny_sets
+from helpers import SHARED_DATA, tiny_sets
 from records import record, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def results(tmp_path_factory):
     suite.write_text(SUITE, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         # as tests/conftest.py's _isolated_env has it (a module fixture runs before it)
-        for name, value in {"HARNESS_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1", "HARNESS_OFFLINE": "1",
+        for name, value in {"HARNESS_DATA_DIR": str(SHARED_DATA), "HARNESS_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1", "HARNESS_OFFLINE": "1",
                             "HARNESS_DISABLE_PLUGIN_AUTOLOAD": "1"}.items():
             mp.setenv(name, value)
         mp.delenv("OMP_NUM_THREADS", raising=False)

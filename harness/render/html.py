@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.records.compare import Comparison, notes, run_label
+from harness.records.compare import Comparison, environment_notes, notes, run_label
 from harness.records.store import write_atomically
 from harness.render import tables
 
@@ -29,6 +29,27 @@ ROW_MARKS = {"red": "bad", "yellow": "warn"}
 def _environment(env: dict[str, Any] | None) -> list[tuple[str, str]]:
     """A record's ``env`` as (key, text) rows."""
     return [(k, "—" if v is None else str(v)) for k, v in (env or {}).items()]
+
+
+def _environments(records: Sequence[dict[str, Any]], folder: Path | None) -> list[dict[str, Any]]:
+    """The page's environment sections: the folder's environment file where it has one (its
+    command, suite, machine entries, and the installed packages apart), else each distinct
+    ``env`` of the records."""
+    from harness.records.environment import ENVIRONMENT_FILE, flat, read_environment
+
+    kept = read_environment(folder) if folder is not None else None
+    if kept is None:
+        envs = {str(sorted((r.get("env") or {}).items())): r.get("env") for r in records}
+        return [{"source": "the records' env", "rows": _environment(e), "packages": []} for e in envs.values()]
+    entries = flat(kept)
+    suite = kept.get("suite") or {}
+    rows = [("command", " ".join(map(str, kept.get("command") or []))),
+            ("suite", f"{suite.get('path')} (sha256 {suite.get('sha256')})"),
+            ("hostname", kept.get("hostname")), ("platform", kept.get("platform"))]
+    rows += [(k, v) for k, v in entries.items() if not k.startswith("package ")]
+    packages = [(k.removeprefix("package "), v) for k, v in entries.items() if k.startswith("package ")]
+    return [{"source": ENVIRONMENT_FILE, "rows": [(k, "—" if v is None else str(v)) for k, v in rows],
+             "packages": [(k, str(v)) for k, v in packages]}]
 
 
 def _png(fig: Any) -> str:
@@ -93,26 +114,27 @@ def _page(**context: Any) -> str:
     return env.get_template(TEMPLATE).render(**context)
 
 
-def report_page(records: Sequence[dict[str, Any]], title: str) -> str:
-    """The page of a results directory: its table (sortable), plots, curves, environment, failures."""
+def report_page(records: Sequence[dict[str, Any]], title: str, folder: Path | None = None) -> str:
+    """The page of a results directory (``folder``, whose environment file it shows where there
+    is one): its table (sortable), plots, curves, environment, failures."""
     header, cells, statuses, legend = tables.table_parts(records)
     plots, missing = _plots(records, title)
     failed = [(r["run_id"], r.get("error") or r.get("status")) for r in records if r.get("status") != "ok"]
-    envs = {str(sorted((r.get("env") or {}).items())): r.get("env") for r in records}
     marks = [None if status == "ok" else "bad" for status in statuses]
     return _page(title=title, header=header, rows=list(zip(cells, marks)), legend=legend,
                  numeric_from=header.index("epoch s"), plots=plots, missing=missing, failed=failed,
-                 environments=[_environment(e) for e in envs.values()], notes=[])
+                 environments=_environments(records, folder), notes=[])
 
 
 def compare_page(comp: Comparison, title: str) -> str:
-    """The page of ``harness compare``: its table (each configuration's change, interval and
-    verdict), its notes, and what failed."""
+    """The page of ``harness compare``: the environment's differences first (as the terminal
+    says them), its table (each configuration's change, interval and verdict), its notes, and
+    what failed."""
     header, cells, styles, right_from = tables.compare_cells(comp)
     failed = [(run_label(p, comp.keys), "; ".join(p.problems)) for p in comp.failed]
     return _page(title=title, header=header, rows=[(c, ROW_MARKS.get(s)) for c, s in zip(cells, styles)],
                  legend=None, numeric_from=right_from, plots=[], missing=[], failed=failed,
-                 environments=[], notes=notes(comp))
+                 environments=[], notes=[*environment_notes(comp), *notes(comp)])
 
 
 def _fill(f: Any, text: str) -> None:
