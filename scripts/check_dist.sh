@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheel and the sdist, install each into a fresh virtual environment as a user
 # would (PyTorch's CPU build first, then `seqcls-harness[model]` from the file), and check
-# that `harness plugins` lists the built-ins, a run on a tiny random model finishes, and the
+# that `harness plugins` lists the built-ins, a run on a tiny random model finishes, its
+# `report --html` page (the template is package data) and `--format json` are made, and the
 # example plugin package installs with its dependency (`seqcls-harness`) resolved by name.
 # Called by .ci/run; needs PyPI (or its mirror) and ../shared/data (HARNESS_DATA_DIR).
 set -euo pipefail
@@ -46,6 +47,11 @@ for kind in wheel sdist; do
   grep -q cola "$work/plugins.txt"
   (cd "$work" && "$env/bin/harness" run "$work/tiny.yaml" --out "$work/out-$kind" --no-progress)
   grep -q '"status": "ok"' "$work/out-$kind/results.jsonl"
+  # the page's template is package data: it must be in the artifact
+  (cd "$work" && "$env/bin/harness" report "$work/out-$kind" --html "$work/page-$kind.html")
+  grep -q '<table id="results">' "$work/page-$kind.html"
+  (cd "$work" && "$env/bin/harness" report "$work/out-$kind" --format json) > "$work/report-$kind.json"
+  "$env/bin/python" -c 'import json, sys; assert len(json.load(open(sys.argv[1]))["rows"]) == 1' "$work/report-$kind.json"
   # the example plugin names `seqcls-harness` as its dependency: pip finds it installed
   "$env/bin/pip" install --quiet "$root/plugins/harness-example-dataset"
   (cd "$work" && "$env/bin/harness" plugins) > "$work/plugins.txt"
