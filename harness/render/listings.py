@@ -95,7 +95,6 @@ def print_plugins(registry: Any) -> None:
         consoles.out.print(table)
 
 
-
 # --------------------------------------------------------------------------- analyze
 
 
