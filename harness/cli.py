@@ -593,7 +593,7 @@ def _write_html(path: str, page) -> None:
     """``--html FILE``: the page ``page(harness.render.html)`` makes, written whole or not at all."""
     from harness.render import html  # lazy: jinja2 and matplotlib, where a page is made
 
-    html.check_html_path(path)
+    html.check_html_path(path)  # before the page is made (its plots take seconds); write_html checks again
     print_note(f"html: {html.write_html(path, page(html))}")
 
 

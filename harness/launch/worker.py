@@ -132,10 +132,8 @@ def work(workdir: Path) -> int:
             dist.destroy_process_group()
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit non-zero
-        from harness.errors import HarnessError  # here: a failed import above is reported too
+        from harness.errors import HarnessError, no_room  # here: a failed import above is reported too
         from harness.launch.failures import RankError  # here: a failed import above is reported too
-
-        from harness.errors import no_room  # here: a failed import above is reported too
 
         exc = no_room(exc) or exc  # a full disk stops the suite in one line, as a user mistake does
         RankError.of(rank, exc, usage=isinstance(exc, HarnessError)).write(workdir)

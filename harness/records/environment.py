@@ -129,8 +129,7 @@ def write_once(folder: Path, environment: dict[str, Any]) -> str | None:
     try:
         write_atomically(path, lambda f: f.write(text.encode("utf-8")), ".environment-")
     except OSError as exc:
-        raise (no_room(OSError(exc.errno, exc.strerror, str(path)))
-               or HarnessError(f"{path}: cannot write it ({exc.strerror or exc})")) from None
+        raise no_room(exc) or HarnessError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     return None
 
 

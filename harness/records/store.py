@@ -340,7 +340,8 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None], prefix: str
     """Replace ``path`` whole or not at all: ``write`` fills a temporary file beside it
     (``<prefix>*.tmp``), which is fsynced and renamed over it, and the directory fsynced so
     the rename survives a power cut; on any failure the temporary file is removed and the
-    old file is as it was."""
+    old file is as it was, and an OSError that names no file (a full disk fails at the fsync)
+    names ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -349,9 +350,11 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None], prefix: str
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            exc.filename = exc.filename or str(path)
         raise
 
 
