@@ -9,8 +9,11 @@ shape: a calibration of the run's configuration on the machine
 (:mod:`harness.records.calibration`, fitted by :mod:`harness.stats.cost`), from a probe of a
 few warm steps at a spread of shapes covering those the suite uses (:func:`calibrate`,
 :mod:`harness.loop.probe`) or from the steps files of runs already in a results directory
-(:func:`calibrate_from_results`). A run's estimate (:func:`estimate_run`) is the sum of its
-shapes' prices, with an interval, and its peak memory, the largest of its shapes'.
+(:func:`calibrate_from_results`); a short step's price depends on the largest step the
+process computed before it, so the training steps are priced per context (a run's largest
+shape, :func:`context_of`). A run's estimate (:func:`estimate_run`) is the sum of its
+shapes' prices in its context, with an interval, plus what a first epoch pays beyond its
+steps (a process's first steps), and its peak memory, the largest of its shapes'.
 
 What it assumes: the same machine, software and configuration as the calibration, steady
 clocks and no other load. Shapes outside the calibrated range are priced by the fitted
@@ -164,39 +167,76 @@ def run_shapes(run: ResolvedRun, lengths: Lengths) -> RunShapes:
     return RunShapes(run, epochs, real, epochs[0][:warm], evaluated(cfg.eval_split), test)
 
 
-def probe_grid(shapes: Sequence[RunShapes]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The shapes to probe for a group of runs of one configuration: for training and for
-    evaluation, each batch size the runs use at :data:`PROBE_LENGTHS` lengths spread
-    geometrically from the shortest to the longest padded length they use, plus every
-    length that holds :data:`FREQUENT_SHARE` of their steps (MAX_LEN under ``fixed``)."""
+def largest_shape(rows: np.ndarray) -> tuple[int, int]:
+    """The largest of training shapes (rows of (B, L)): the full batch (the most frequent
+    batch size) at the longest padded length, what a probe's context is keyed by
+    (:mod:`harness.loop.probe`)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    return int(Counter(rows[:, 0].tolist()).most_common(1)[0][0]), int(rows[:, 1].max())
 
-    def grid(rows: np.ndarray) -> list[tuple[int, int]]:
+
+def context_of(shapes: RunShapes) -> tuple[int, int]:
+    """A run's context: the largest shape its training computes (:func:`largest_shape`)."""
+    return largest_shape(np.concatenate(shapes.epochs))
+
+
+def probe_grid(shapes: Sequence[RunShapes]) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]]]:
+    """The shapes to probe for a group of runs of one configuration: the training shapes of
+    each context (the runs of one :func:`context_of`), and the evaluation shapes. Each is
+    each batch size the runs use at :data:`PROBE_LENGTHS` lengths spread geometrically from the
+    shortest to the longest padded length they use (3 where the runs use at most two, as
+    ``fixed`` does; the largest context's from the shortest any run uses, as its curve prices
+    the runs no context holds), plus, for training, every length that holds
+    :data:`FREQUENT_SHARE` of their steps (MAX_LEN under ``fixed``). An evaluation of sorted batches has a length or
+    two per batch, each a tenth of them: the spread alone keeps the probe short."""
+
+    def grid(rows: np.ndarray, frequent_too: bool = True, spread: np.ndarray | None = None) -> list[tuple[int, int]]:
         b = Counter(rows[:, 0].tolist()).most_common(1)[0][0]  # the full batch; a short last one is priced by B
         lengths = rows[:, 1]
+        spread_lengths = lengths if spread is None else spread
         # from at most a quarter of the longest: a curve needs a spread even where one length is used
-        low = max(2, min(int(lengths.min()), int(lengths.max()) // 4))
-        spread = np.geomspace(low, lengths.max(), PROBE_LENGTHS).round().astype(int)
-        frequent = [length for length, n in Counter(lengths.tolist()).items() if n >= FREQUENT_SHARE * len(lengths)]
+        low = max(2, min(int(spread_lengths.min()), int(lengths.max()) // 4))
+        count = PROBE_LENGTHS if len(np.unique(spread_lengths)) > 2 else 3
+        spread = np.geomspace(low, lengths.max(), count).round().astype(int)
+        frequent = [length for length, n in Counter(lengths.tolist()).items()
+                    if frequent_too and n >= FREQUENT_SHARE * len(lengths)]
         return sorted({(int(b), int(v)) for v in [*spread, *frequent]})
 
-    train = np.concatenate([e for s in shapes for e in s.epochs])
+    contexts: dict[tuple[int, int], list[np.ndarray]] = {}
+    for s in shapes:
+        contexts.setdefault(context_of(s), []).extend(s.epochs)
     evaluation = np.concatenate([s.evaluation for s in shapes] + [s.test for s in shapes if len(s.test)])
-    return grid(train), grid(evaluation)
+    keys = sorted(contexts, key=lambda c: (c[0] * c[1] * c[1], c))
+    every = np.concatenate([e for s in shapes for e in s.epochs])[:, 1]
+    # the largest context's curve prices the runs no context holds (train): the whole spread
+    grids = [grid(np.concatenate(contexts[key]), spread=every if key == keys[-1] else None) for key in keys]
+    return grids, grid(evaluation, frequent_too=False)
 
 
 # ------------------------------------------------------------------------- calibrating
 
 
 def fit_calibration(
-    machine: dict[str, Any], config: dict[str, Any], steps: Sequence[tuple[int, int, int, float]],
+    machine: dict[str, Any], config: dict[str, Any], steps: Sequence[tuple[int, int, int, float, int]],
     memory: Sequence[tuple[int, int, int, int]], *, memory_kind: str, setup_seconds: float, parameters: int,
-    source: str, probe_seconds: float | None = None, device_memory_bytes: int | None = None,
-    other_cores: float | None = None,
+    source: str, contexts: Sequence[tuple[int, int]] = (), pooled: int | None = None, first_epoch_seconds: float = 0.0,
+    probe_seconds: float | None = None, device_memory_bytes: int | None = None, other_cores: float | None = None,
 ) -> Calibration:
-    """A calibration fitted on (kind, B, L, seconds) steps and (kind, B, L, bytes) peaks."""
+    """A calibration fitted on (kind, B, L, seconds, context) steps and (kind, B, L, bytes)
+    peaks. ``contexts``: the largest shape of each context (a training step's ``context``
+    indexes it); each context that has shapes enough for a curve gets its own
+    (:meth:`Calibration.train_for`). ``train`` is the curve of the steps of ``pooled``: the
+    largest context's, or with ``pooled`` None every training step's."""
     fits = {}
+    train_rows = [(b, l, s, c) for k, b, l, s, c in steps if k == TRAIN]
+    by_context = []
+    for index, largest in enumerate(contexts):
+        try:
+            by_context.append((tuple(largest), cost.fit([(b, l, s) for b, l, s, c in train_rows if c == index])))
+        except ValueError:  # too few shapes in it: its runs are priced by a larger context's curve, or train
+            continue
     for kind, name in ((TRAIN, "training"), (EVAL, "evaluation")):
-        rows = [(b, l, s) for k, b, l, s in steps if k == kind]
+        rows = [(b, l, s) for k, b, l, s, c in steps if k == kind and (kind == EVAL or pooled is None or c == pooled)]
         try:
             fits[kind] = cost.fit(rows)
         except ValueError as exc:
@@ -204,12 +244,15 @@ def fit_calibration(
     # the training steps' peaks: on a CPU the resident set keeps what training once held, so
     # an evaluation's reading after them says nothing of its own (and it needs less)
     train_memory = [(b, l, float(v)) for k, b, l, v in memory if k == TRAIN]
+    # the attention's quadratic term where there are shapes enough for it (4), else a line
+    forms = cost.MEMORY_FORMS if len({(b, l) for b, l, _ in train_memory}) > 3 else cost.FORMS
     try:
-        mem = cost.fit(train_memory) if train_memory else None
+        mem = cost.fit(train_memory, forms=forms) if train_memory else None
     except ValueError:  # too few shapes for a memory curve: none, said where it is shown
         mem = None
     return Calibration(
         machine=machine, config=config, train=fits[TRAIN], eval=fits[EVAL], memory=mem, memory_kind=memory_kind,
+        contexts=by_context, first_epoch_seconds=first_epoch_seconds,
         setup_seconds=setup_seconds, parameters=parameters, measured_at=now(), source=source,
         probe_seconds=probe_seconds, device_memory_bytes=device_memory_bytes, other_cores=other_cores,
         samples={"steps": [list(s) for s in steps], "memory": [list(m) for m in memory]},
@@ -220,11 +263,12 @@ def calibrate(run: ResolvedRun, shapes: Sequence[RunShapes]) -> Calibration:
     """Probe ``run``'s configuration at the shapes ``shapes`` use (:func:`probe_grid`)."""
     from harness.loop.probe import probe  # here: it builds models (torch), only when a probe runs
 
-    train, evaluation = probe_grid(shapes)
-    measured = probe(run, train, evaluation)
+    contexts, evaluation = probe_grid(shapes)
+    measured = probe(run, contexts, evaluation)
     return fit_calibration(
         machine_key(run), config_key(run), measured.steps, measured.memory, memory_kind=measured.memory_kind,
         setup_seconds=measured.setup_seconds, parameters=measured.parameters, source="probe",
+        contexts=measured.contexts, pooled=len(measured.contexts) - 1, first_epoch_seconds=measured.start_seconds,
         probe_seconds=measured.seconds, device_memory_bytes=memory_limit(torch.device(run.config.device)),
         other_cores=measured.other_cores,
     )
@@ -244,9 +288,20 @@ def calibrate_from_results(folder: Path) -> list[Calibration]:
             continue
         machine, config = _machine(record.get("env") or {}), _config(record["config"])
         group = groups.setdefault(repr((machine, config)), {"machine": machine, "config": config, "steps": [],
-                                                            "memory": [], "memory_kind": ""})
+                                                            "memory": [], "memory_kind": "", "contexts": [],
+                                                            "first": []})
         # columns: kind, epoch, step, batch_size, padded_len, real_tokens, seconds
-        group["steps"] += [(int(r[0]), int(r[3]), int(r[4]), float(r[6])) for r in steps]
+        trained, context = steps[steps[:, 0] == TRAIN], -1
+        if len(trained):  # the run's context
+            largest = largest_shape(trained[:, 3:5])
+            if largest not in group["contexts"]:
+                group["contexts"].append(largest)
+            context = group["contexts"].index(largest)
+        group["steps"] += [(int(r[0]), int(r[3]), int(r[4]), float(r[6]), context if r[0] == TRAIN else -1)
+                           for r in steps]
+        sums = [float(trained[trained[:, 1] == e, 6].sum()) for e in np.unique(trained[:, 1])]
+        if len(sums) > 1:  # the first epoch beyond the others, in the steps' own seconds
+            group["first"].append(max(0.0, sums[0] - float(np.mean(sums[1:]))))
         for e in record.get("epochs") or []:
             train = steps[(steps[:, 0] == TRAIN) & (steps[:, 1] == e["epoch"])]
             if len(train) and e.get("peak_memory_bytes"):
@@ -256,7 +311,9 @@ def calibrate_from_results(folder: Path) -> list[Calibration]:
     if not groups:
         raise HarnessError(f"{folder}: no finished run with a steps file to calibrate from")
     return [fit_calibration(g["machine"], g["config"], g["steps"], g["memory"], memory_kind=g["memory_kind"],
-                            setup_seconds=0.0, parameters=0, source=f"results {folder}") for g in groups.values()]
+                            setup_seconds=0.0, parameters=0, source=f"results {folder}", contexts=g["contexts"],
+                            first_epoch_seconds=float(np.median(g["first"])) if g["first"] else 0.0)
+            for g in groups.values()]
 
 
 # -------------------------------------------------------------------------- estimating
@@ -299,9 +356,10 @@ class RunEstimate:
 
 def estimate_run(shapes: RunShapes, calibration: Calibration, limit: int | None = None) -> RunEstimate:
     """The prices of ``shapes`` under ``calibration`` (see the module's docstring)."""
-    train_fit, eval_fit = calibration.train, calibration.eval
+    train_fit, eval_fit = calibration.train_for(context_of(shapes)), calibration.eval
     all_train = np.concatenate(shapes.epochs)
-    total = train_fit.total(all_train)
+    # the first epoch's extra seconds (the process's first steps) in the sum and the mean
+    total = tuple(v + calibration.first_epoch_seconds for v in train_fit.total(all_train))
     n = len(shapes.epochs)
     epoch = (total[0] / n, total[1] / n, total[2] / n)
     evaluation = eval_fit.total(shapes.evaluation)
@@ -348,10 +406,11 @@ def groups_of(shapes: Sequence[RunShapes]) -> list[tuple[dict[str, Any], dict[st
 
 def _probe_group(members: Sequence[RunShapes]) -> Calibration:
     """Probe a group's configuration with its run of the longest MAX_LEN (the longest examples)."""
-    train, evaluation = probe_grid(members)
+    contexts, evaluation = probe_grid(members)
     log.info(f"calibrating {len(members)} run{'s' if len(members) != 1 else ''} of {members[0].run.config.model} "
-             f"({members[0].run.config.precision}): a probe of {len(train)} training and {len(evaluation)} "
-             "evaluation shapes, a few warm steps each")
+             f"({members[0].run.config.precision}): a probe of {sum(map(len, contexts))} training shapes in "
+             f"{len(contexts)} context{'s' if len(contexts) != 1 else ''} and {len(evaluation)} evaluation shapes, "
+             "a few warm steps each")
     return calibrate(max(members, key=lambda s: s.run.config.max_len).run, members)
 
 
@@ -366,8 +425,10 @@ def describe_calibration(c: Calibration) -> list[str]:
     head = f"{c.config['model']} {c.config['precision']} {c.config['head']['name']} head on {c.describe()}"
     probe = f", probed in {c.probe_seconds:.1f} s" if c.probe_seconds else ""
     lines = [f"{head} ({c.source}{probe}):"]
-    for name, fit, unit in (("training step", c.train, "s"), ("evaluation batch", c.eval, "s"),
-                            ("peak memory", c.memory, "B")):
+    fallback = "training step, runs no context holds" if c.contexts else "training step"
+    curves = [*((f"training step, runs up to {b} x {l}", fit, "s") for (b, l), fit in c.contexts),
+              (fallback, c.train, "s"), ("evaluation batch", c.eval, "s"), ("peak memory", c.memory, "B")]
+    for name, fit, unit in curves:
         if fit is None:
             lines.append(f"  {name}: no curve (too few shapes)")
             continue
@@ -375,6 +436,7 @@ def describe_calibration(c: Calibration) -> list[str]:
         lines.append(f"  {name} = {terms} {unit} (corrected at {fit.shapes} shapes; leave-one-out error "
                      f"{fit.systematic:.1%}, step noise {fit.noise:.1%}; B {fit.batch_sizes[0]}-{fit.batch_sizes[1]}, "
                      f"L {fit.lengths[0]}-{fit.lengths[1]})")
+    lines.append(f"  a run's first epoch: {c.first_epoch_seconds:.2f} s beyond its steps' prices")
     return lines
 
 

@@ -77,13 +77,18 @@ def test_a_sum_is_the_medians_times_the_samples_mean_ratio_to_their_median():
     value, _, _ = fit.total(shapes)
     assert value == pytest.approx(1.1 * (10 * linear_cost(8, 16) + 5 * linear_cost(8, 64)), rel=1e-9)
     assert cost.CostFit.from_dict(fit.to_dict()) == fit
+    # another process's burst: a step counts at most twice its shape's median
+    burst = cost.fit([(8, l, v * float(linear_cost(8, l))) for l in (4, 16, 64) for v in (1.0, 1.0, 4.0)])
+    assert burst.mean_ratio == pytest.approx((1.0 + 1.0 + 2.0) / 3)
     # a calibration file written before the ratio existed reads as 1
     assert cost.CostFit.from_dict({k: v for k, v in fit.to_dict().items() if k != "mean_ratio"}).mean_ratio == 1.0
 
 
-def test_the_probe_times_every_shape_in_each_pass_after_a_warm_up_pass(tiny_runs, monkeypatch):
+def test_the_probe_times_each_context_from_the_smallest_in_passes_after_a_warm_up_pass(tiny_runs, monkeypatch):
     """A slow minute of a drifting machine falls on every shape alike, not on one: pass after
-    pass of one step per shape; the warm-up pass, smallest first, reads each shape's peak."""
+    pass of one step per shape; the warm-up pass, smallest first, reads each shape's peak.
+    Each context is timed after its largest shape and nothing larger: the smallest context
+    first, and a shape no larger than one read before is not read again."""
     from harness.loop import probe as probe_module
 
     taken = []
@@ -97,15 +102,19 @@ def test_the_probe_times_every_shape_in_each_pass_after_a_warm_up_pass(tiny_runs
     monkeypatch.setattr(probe_module, "_step", recorded)
     suite, _ = tiny_runs
     run = _resolved(suite)[0]
-    train, evaluation = [(8, 24), (8, 6), (4, 12)], [(16, 10), (16, 30), (16, 20)]
-    result = probe_module.probe(run, train, evaluation, repeats=3, eval_repeats=2)
-    ordered_train = [(8, 6), (4, 12), (8, 24)]  # by B·L²: 288, 576, 4608
+    big, small = [(8, 24), (8, 6), (4, 12)], [(8, 3), (8, 10)]
+    evaluation = [(16, 10), (16, 30), (16, 20)]
+    result = probe_module.probe(run, [big, small], evaluation, repeats=3, eval_repeats=2)
+    ordered_small, ordered_big = [(8, 3), (8, 10)], [(8, 6), (4, 12), (8, 24)]  # by B·L²: 72, 800; 288, 576, 4608
     ordered_eval = [(16, 10), (16, 20), (16, 30)]
-    assert taken == ([(TRAIN, *s) for s in ordered_train] * 4 + [(EVAL, *s) for s in ordered_eval] * 3)
-    assert [tuple(m[:3]) for m in result.memory] == ([(TRAIN, *s) for s in ordered_train]
+    assert result.contexts == [(8, 10), (8, 24)]
+    assert taken == ([(TRAIN, *s) for s in ordered_small] * 4 + [(TRAIN, *s) for s in ordered_big] * 4
+                     + [(EVAL, *s) for s in ordered_eval] * 3)
+    assert [tuple(m[:3]) for m in result.memory] == ([(TRAIN, *s) for s in [*ordered_small, (8, 24)]]
                                                      + [(EVAL, *s) for s in ordered_eval])
-    assert [tuple(s[:3]) for s in result.steps] == ([(TRAIN, *s) for s in ordered_train] * 3
-                                                    + [(EVAL, *s) for s in ordered_eval] * 2)
+    assert [tuple(s[:3]) + (s[4],) for s in result.steps] == (
+        [(TRAIN, *s, 0) for s in ordered_small] * 3 + [(TRAIN, *s, 1) for s in ordered_big] * 3
+        + [(EVAL, *s, -1) for s in ordered_eval] * 2)
     assert all(s[3] > 0 for s in result.steps)
 
 
@@ -203,6 +212,57 @@ def test_under_a_synthetic_cost_the_prediction_is_the_sum_of_the_steps_training_
                                                 + 2 * price(eval_f, evaluation) + est.test_seconds, rel=1e-12)
         assert est.fits is True and est.extrapolated == []
         assert estimate_run(run_shapes(run, lengths), calibration, limit=10**6).fits is False
+
+
+def test_a_run_is_priced_by_its_own_context_and_pays_the_first_epochs_extra_seconds_once(tiny_runs):
+    """The curve of the context that holds the run's largest shape (its full batch at its
+    longest length), not the fallback; the first epoch's extra seconds in the run's sum and,
+    shared by its epochs, in the mean epoch."""
+    from harness.estimate import Lengths, context_of, estimate_run, run_shapes
+
+    suite, out = tiny_runs
+    records, lengths = _records(out), Lengths()
+    for run in _resolved(suite):
+        shapes = run_shapes(run, lengths)
+        calibration = _synthetic(run)
+        own = cost.CostFit(terms=("1", "B*L"), coef=(0.5, 1e-3), systematic=0.0, noise=0.0, shapes=3, samples=3,
+                           batch_sizes=(1, 64), lengths=(2, 64))
+        b, longest = context_of(shapes)
+        train = read_steps(out / records[run.run_id]["side_files"]["steps"])
+        train = train[train[:, 0] == TRAIN]
+        assert (b, longest) == (8, int(train[:, 4].max()))
+        calibration.contexts = [((b, longest - 1), calibration.train), ((b, longest), own),
+                                ((b, 64), calibration.train)]
+        calibration.first_epoch_seconds = 2.0
+        est = estimate_run(shapes, calibration)
+        price = float(sum(0.5 + 1e-3 * b * l for b, l in zip(train[:, 3], train[:, 4])))
+        assert est.train_seconds[0] == pytest.approx(price + 2.0, rel=1e-12)
+        assert est.epoch_seconds[0] == pytest.approx((price + 2.0) / 2, rel=1e-12)
+
+
+def test_each_context_gets_its_own_curve_and_a_run_gets_the_shortest_that_holds_it(tmp_path):
+    from harness.estimate import fit_calibration
+
+    dear = lambda b, l: 1.3 * linear_cost(b, l)  # noqa: E731  (short steps where nothing longer ran before)
+    steps = ([(TRAIN, b, l, dear(b, l), 0) for b, l in SHAPES if l <= 30]
+             + [(TRAIN, b, l, linear_cost(b, l), 1) for b, l in SHAPES]
+             + [(EVAL, b, l, linear_cost(b, l) / 4, -1) for b, l in SHAPES])
+    made = fit_calibration({"device": "cpu"}, {"model": "m"}, steps, [], memory_kind="", setup_seconds=0.0,
+                           parameters=0, source="test", contexts=[(16, 30), (16, 100)], pooled=1,
+                           first_epoch_seconds=1.25)
+    path = tmp_path / "cal.json"
+    write_calibration(path, made)
+    (calibration,) = read_calibrations(path)
+    assert calibration.to_dict() == made.to_dict() and calibration.first_epoch_seconds == 1.25
+    assert [largest for largest, _ in calibration.contexts] == [(16, 30), (16, 100)]
+    for b, l in SHAPES:
+        if l <= 30:
+            assert calibration.train_for((16, 20)).predict(b, l) == pytest.approx(dear(b, l), rel=1e-6)
+            assert calibration.train_for((16, 30)).predict(b, l) == pytest.approx(dear(b, l), rel=1e-6)
+        assert calibration.train_for((16, 64)).predict(b, l) == pytest.approx(linear_cost(b, l), rel=1e-6)
+    # no context of its batch size, or none long enough: the fallback, the largest context's curve
+    assert calibration.train_for((8, 20)) is calibration.train and calibration.train_for((16, 128)) is calibration.train
+    assert calibration.train.predict(16, 9) == pytest.approx(linear_cost(16, 9), rel=1e-6)
 
 
 def test_shapes_outside_the_calibrated_range_are_said(tiny_runs):
@@ -330,6 +390,52 @@ def test_calibrate_from_results_refuses_in_one_line_steps_of_too_few_shapes(tiny
     assert lines[0] == (f"error: results {out}: cannot fit the evaluation steps' cost: a fit needs at least 3 "
                         "distinct shapes, got 2")
     assert not path.exists()
+
+
+def test_the_memory_curve_keeps_the_attentions_quadratic_term_where_a_line_fits_the_short_shapes_best():
+    """A probe's peaks (MiniLM, bf16, two Zen 5 cores, MB): a line wins the leave-one-out
+    among the short shapes and predicted 2361 MB for 20 x 256, where runs peaked at 2934-3011."""
+    from harness.estimate import fit_calibration
+
+    peaks = [(6, 826), (8, 841), (12, 853), (16, 875), (23, 893), (32, 942), (35, 983), (64, 1147), (69, 1188),
+             (128, 1578)]
+    memory = [(TRAIN, 20, length, mb * 2**20) for length, mb in peaks]
+    assert cost.fit([(b, l, v) for _, b, l, v in memory]).terms == ("1", "B*L")  # what the choice alone takes
+    steps = [(k, b, l, linear_cost(b, l), 0 if k == TRAIN else -1) for k in (TRAIN, EVAL) for b, l in SHAPES]
+    calibration = fit_calibration({"device": "cpu"}, {"model": "m"}, steps, memory, memory_kind="rss",
+                                  setup_seconds=0.0, parameters=0, source="test", contexts=[(16, 100)])
+    assert "B*L^2" in calibration.memory.terms
+    assert 2650 < calibration.memory.predict(20, 256) / 2**20 < 2800
+
+
+def test_calibrate_from_results_fits_each_runs_context_and_the_first_epochs_extra_seconds(tmp_path):
+    """Each run's steps were timed after its own largest shape: a context per run (one that
+    has too few shapes for a curve, fixed's single one, leaves its runs to the pooled curve);
+    the first epoch's extra seconds: the median over the runs of their first epoch's steps
+    beyond the mean of the others'."""
+    from harness.cli import main
+    from harness.estimate import calibrate_from_results
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: ctx\ndefaults: {dataset: cola}\nmatrix: {strategy: [fixed, dynamic]}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-plot",
+                 *tiny_sets(epochs=3, batch_size=8, eval_batch_size=4)]) == 0
+    (calibration,) = calibrate_from_results(out)
+    extra, largest, trained = [], {}, 0
+    for record in _records(out).values():
+        steps = read_steps(out / record["side_files"]["steps"])
+        train = steps[steps[:, 0] == TRAIN]
+        trained += len(train)
+        sums = [train[train[:, 1] == e, 6].sum() for e in (1, 2, 3)]
+        extra.append(max(0.0, sums[0] - (sums[1] + sums[2]) / 2))
+        largest[record["config"]["strategy"]["name"]] = (8, int(train[:, 4].max()))
+    assert calibration.first_epoch_seconds == pytest.approx(float(np.median(extra)), rel=1e-9)
+    assert largest["fixed"] == (8, 32) and largest["dynamic"][1] < 32
+    assert [c for c, _ in calibration.contexts] == [largest["dynamic"]]  # fixed's one shape: no curve of its own
+    assert calibration.train_for(largest["dynamic"]) is calibration.contexts[0][1]
+    assert calibration.train_for(largest["fixed"]) is calibration.train
+    assert calibration.train.samples == trained  # the pooled curve: every run's training steps
 
 
 def test_a_size_is_read_in_decimal_and_binary_units():

@@ -7,12 +7,18 @@ A calibration file is JSON, ``{"format": 1, "calibrations": [...]}``; each calib
   (model and its architecture, precision, attention, compile, head and its options,
   gradient clipping, processes per run): together its key;
 - ``train`` and ``eval``: step seconds as a function of (B, L) (:class:`harness.stats.cost.CostFit`,
-  the form, coefficients, residuals and the range of shapes measured), ``memory``: the
+  the form, coefficients, residuals and the range of shapes measured); ``contexts``: a
+  training curve per context, the largest shape its steps were timed after (``largest``:
+  [B, L], :mod:`harness.loop.probe`), which :meth:`Calibration.train_for` picks for a run
+  by the run's own largest shape, ``train`` where none holds it; ``memory``: the
   peak memory likewise (``memory_kind`` says which figure: ``rss`` on a CPU,
   ``cuda_allocated`` on a GPU, as the records' ``peak_memory_kind``);
-- ``setup_seconds`` (what preparing a run took), ``parameters``, when and from what it
-  was made (``source``: ``probe``, or the results directory its steps came from), the
-  memory runs may use there (``device_memory_bytes``), and the raw samples it was fitted on, so a file can be refitted or checked.
+- ``setup_seconds`` (what preparing a run took), ``first_epoch_seconds`` (what a run's first
+  epoch takes beyond the price of its steps: the first steps of a process, the optimizer's
+  state allocated), ``parameters``, when and from what it was made (``source``: ``probe``,
+  or the results directory its steps came from), the memory runs may use there
+  (``device_memory_bytes``), and the raw samples it was fitted on (a step's row: kind, B, L,
+  seconds, context), so a file can be refitted or checked.
 
 :func:`read_calibrations` and :func:`write_calibration` read and update a file (a
 calibration replaces the one of the same key; the file is replaced atomically);
@@ -59,6 +65,17 @@ class Calibration:
     #: the memory runs may use on the machine measured (a GPU's memory, a CPU's RAM or cgroup limit)
     device_memory_bytes: int | None = None
     samples: dict[str, list[list[float]]] = field(default_factory=dict)
+    first_epoch_seconds: float = 0.0
+    #: (largest shape, training curve) per context (see the module's docstring)
+    contexts: list[tuple[tuple[int, int], CostFit]] = field(default_factory=list)
+
+    def train_for(self, largest: tuple[int, int]) -> CostFit:
+        """The training curve of a run whose largest shape is ``largest``: that of the context
+        of its batch size whose largest length is the shortest that holds the run's; ``train``
+        where no context does."""
+        b, length = largest
+        held = [(l, fit) for (cb, l), fit in self.contexts if cb == b and l >= length]
+        return min(held, key=lambda c: c[0])[1] if held else self.train
 
     @property
     def key(self) -> tuple[str, str]:
@@ -74,9 +91,12 @@ class Calibration:
         return {
             "machine": self.machine, "config": self.config, "train": self.train.to_dict(),
             "eval": self.eval.to_dict(), "memory": self.memory.to_dict() if self.memory else None,
-            "memory_kind": self.memory_kind, "setup_seconds": self.setup_seconds, "parameters": self.parameters,
+            "memory_kind": self.memory_kind, "setup_seconds": self.setup_seconds,
+            "first_epoch_seconds": self.first_epoch_seconds, "parameters": self.parameters,
             "measured_at": self.measured_at, "source": self.source, "probe_seconds": self.probe_seconds,
-            "device_memory_bytes": self.device_memory_bytes, "other_cores": self.other_cores, "samples": self.samples,
+            "device_memory_bytes": self.device_memory_bytes, "other_cores": self.other_cores,
+            "contexts": [{"largest": list(largest), "train": fit.to_dict()} for largest, fit in self.contexts],
+            "samples": self.samples,
         }
 
     @classmethod
@@ -86,10 +106,13 @@ class Calibration:
             eval=CostFit.from_dict(data["eval"]),
             memory=CostFit.from_dict(data["memory"]) if data.get("memory") else None,
             memory_kind=str(data.get("memory_kind") or ""), setup_seconds=float(data.get("setup_seconds") or 0.0),
+            first_epoch_seconds=float(data.get("first_epoch_seconds") or 0.0),
             parameters=int(data.get("parameters") or 0), measured_at=str(data["measured_at"]),
             source=str(data.get("source") or ""), probe_seconds=data.get("probe_seconds"),
             device_memory_bytes=data.get("device_memory_bytes"), other_cores=data.get("other_cores"),
             samples=dict(data.get("samples") or {}),
+            contexts=[((int(c["largest"][0]), int(c["largest"][1])), CostFit.from_dict(c["train"]))
+                      for c in data.get("contexts") or ()],
         )
 
 

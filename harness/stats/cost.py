@@ -21,7 +21,10 @@ A :class:`CostFit` predicts one shape's median (:meth:`CostFit.predict`) and the
 times their number, and the mean lies above the median: a step now and then is much
 slower than its shape's usual (on two CPU cores of a VM, 1.5 s among 0.86 s steps of
 20 x 128). So a sum is the medians times ``mean_ratio``, the samples' mean ratio to their
-own shape's median, pooled over the shapes (1.02-1.03 in the main suite's epochs). In the
+own shape's median, pooled over the shapes (1.02-1.03 in the main suite's epochs), each
+ratio counted at most :data:`MAX_STEP_RATIO`: a probe of three or four steps per shape,
+where another process's burst of 0.16 cores made three steps 3-4 times their shape's
+median, had a mean ratio of 1.5, and its predictions were 16-78% high. In the
 interval, the systematic error (how far a
 measured shape lies from what its neighbours predict for it, leave-one-out) does not
 shrink with the number of steps, the step-to-step noise of one shape does (as 1/√n).
@@ -50,8 +53,16 @@ FORMS: tuple[tuple[str, ...], ...] = (
     ("1", "B", "B*L"),
     ("1", "B", "B*L", "B*L^2"),
 )
+#: the forms of a peak memory curve: each with the B·L² of the attention probabilities a
+#: backward pass keeps (chosen by leave-one-out among all forms, the probe's many short shapes
+#: picked the linear one, and its peak for 20 x 256 was 16-18% short; this one, 7-9%)
+MEMORY_FORMS: tuple[tuple[str, ...], ...] = tuple(f for f in FORMS if "B*L^2" in f)
 #: the two-sided normal quantile of the intervals (95%)
 Z95 = 1.959964
+
+
+#: the largest ratio of a step to its shape's median that ``mean_ratio`` counts (see the module's docstring)
+MAX_STEP_RATIO = 2.0
 
 
 @dataclass
@@ -187,7 +198,7 @@ def fit(samples: Iterable[tuple[int, int, float]], forms: Sequence[Sequence[str]
     return CostFit(
         terms=form, coef=tuple(float(c) for c in coef), systematic=_loo_knots(knots), knots=knots,
         noise=float(np.median(spreads)) if spreads else 0.0, shapes=len(shapes), samples=len(rows),
-        mean_ratio=float(np.mean(rows[:, 2] / medians[inverse])),
+        mean_ratio=float(np.mean(np.minimum(rows[:, 2] / medians[inverse], MAX_STEP_RATIO))),
         batch_sizes=(int(b.min()), int(b.max())), lengths=(int(l.min()), int(l.max())), cv_error=float(cv),
     )
 
