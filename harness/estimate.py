@@ -187,8 +187,9 @@ def probe_grid(shapes: Sequence[RunShapes]) -> tuple[list[list[tuple[int, int]]]
     shortest to the longest padded length they use (3 where the runs use at most two, as
     ``fixed`` does; the largest context's from the shortest any run uses, as its curve prices
     the runs no context holds), plus, for training, every length that holds
-    :data:`FREQUENT_SHARE` of their steps (MAX_LEN under ``fixed``). An evaluation of sorted batches has a length or
-    two per batch, each a tenth of them: the spread alone keeps the probe short."""
+    :data:`FREQUENT_SHARE` of their steps (MAX_LEN under ``fixed``). An evaluation of sorted
+    batches has a length or two per batch, each a tenth of them: the spread alone keeps the
+    probe short."""
 
     def grid(rows: np.ndarray, frequent_too: bool = True, spread: np.ndarray | None = None) -> list[tuple[int, int]]:
         b = Counter(rows[:, 0].tolist()).most_common(1)[0][0]  # the full batch; a short last one is priced by B
