@@ -307,6 +307,17 @@ def _calibrated(c: Ctx) -> list[str]:
     return []
 
 
+def _short_context(c: Ctx) -> list[str]:
+    """<tmp>/cal.json as :func:`_calibrated` makes it, a context's largest shape cut to one number."""
+    _calibrated(c)
+    path = c.tmp / "cal.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = data["calibrations"][0]
+    entry["contexts"] = [{"largest": [8], "train": entry["train"]}]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return []
+
+
 def _custom_code(ctx: Ctx) -> list[str]:
     ckpt = ctx.checkpoint(config={"model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig"}})
     (ckpt / "evil.py").write_text(f"import pathlib\npathlib.Path({str(ctx.tmp / 'PWNED')!r}).touch()\n")
@@ -734,6 +745,10 @@ CASES: list[Case] = [
          "<tmp>/cal.json: calibration 1 is malformed (KeyError: <key>)",
          lambda c: [*c.put("cal.json", '{"format": 1, "calibrations": [{"machine": {}}]}'), "estimate",
                     c.suite(ESTIMATED), *tiny(), "--calibration", c.tmp / "cal.json", "--no-probe"]),
+    Case("calibration-context-malformed", "estimate", "a calibration whose context names a shape of one number",
+         "<tmp>/cal.json: calibration 1 is malformed (IndexError: list index out of range)",
+         lambda c: [*_short_context(c), "estimate", c.suite(ESTIMATED), *tiny(), "--calibration", c.tmp / "cal.json",
+                    "--no-probe"]),
     Case("estimate-no-calibration", "estimate", "`--no-probe` where no calibration covers the runs",
          "<tmp>/none.json: no calibration for the runs of <where> (<precision>, linear head): the file holds no "
          "calibration; without --no-probe harness estimate measures one",

@@ -137,7 +137,7 @@ def read_calibrations(path: Path) -> list[Calibration]:
     for i, entry in enumerate(data["calibrations"]):
         try:
             out.append(Calibration.from_dict(entry))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{path}: calibration {i + 1} is malformed ({type(exc).__name__}: {exc})") from None
     return out
 
