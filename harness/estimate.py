@@ -192,7 +192,7 @@ def probe_grid(shapes: Sequence[RunShapes]) -> tuple[list[list[tuple[int, int]]]
     probe short."""
 
     def grid(rows: np.ndarray, frequent_too: bool = True, spread: np.ndarray | None = None) -> list[tuple[int, int]]:
-        b = Counter(rows[:, 0].tolist()).most_common(1)[0][0]  # the full batch; a short last one is priced by B
+        b, _ = largest_shape(rows)  # the full batch; a short last one is priced by B
         lengths = rows[:, 1]
         spread_lengths = lengths if spread is None else spread
         # from at most a quarter of the longest: a curve needs a spread even where one length is used
