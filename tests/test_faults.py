@@ -136,10 +136,11 @@ ZYGOTE = textwrap.dedent(
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "run":
+            # the log exists before the child does: a kill at once still leaves one to read
+            fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             pid = os.fork()
             if pid == 0:
                 os.environ.update(cmd["env"])
-                fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
                 code = 99
@@ -151,6 +152,7 @@ ZYGOTE = textwrap.dedent(
                     sys.stdout.flush()
                     sys.stderr.flush()
                     os._exit(code)
+            os.close(fd)
             print(json.dumps({"pid": pid}), flush=True)
         elif cmd["op"] == "wait":
             _, status = os.waitpid(cmd["pid"], 0)
