@@ -249,6 +249,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _stdout(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -272,9 +279,12 @@ def test_kill_9_of_harness_run_leaves_no_server_and_no_run_process(tmp_path):
                        Path(f"/proc/{p}/cmdline").read_bytes()]
             return servers + [c for s in servers for c in _children(s)] if servers else []
 
-        assert wait_for(lambda: len(forked()) == 2, timeout=120), (tmp_path / "log").read_text()
+        def training() -> bool:  # the run's process, its log as stdout (the server's file until its dup2)
+            pids = forked()
+            return len(pids) == 2 and _stdout(pids[1]).endswith("/run.log")
+
+        assert wait_for(training, timeout=120), (tmp_path / "log").read_text()
         server, run = forked()
-        assert os.readlink(f"/proc/{run}/fd/1").endswith("/run.log")  # the run's process, training
     finally:
         proc.kill()
         proc.wait()
